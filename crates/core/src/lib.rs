@@ -1,0 +1,17 @@
+//! The part of Switchyard that must never be wrong: what a job is, which state
+//! changes are legal, and how jobs, their history and the credit ledger are kept
+//! durable. Nothing here speaks HTTP, so every invariant can be tested without a
+//! network and every backend (sled today, PostgreSQL later) sits behind [`Store`].
+
+pub mod model;
+pub mod secret;
+pub mod state;
+
+pub use model::{HeldBy, Job, JobError, JobSpec, ProviderKind, Transition};
+pub use secret::Secret;
+pub use state::{JobState, TransitionError};
+pub mod budget;
+pub mod store;
+
+pub use budget::{LedgerEntry, LedgerOp, Period};
+pub use store::{Change, Filter, IntakeReport, SledStore, Store, StoreError};

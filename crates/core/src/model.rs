@@ -1,0 +1,197 @@
+//! The job as users see it (`jobs --json`) and as the store keeps it. One
+//! struct serves both so that what is stored is exactly what is shown.
+
+use crate::state::JobState;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Which API dialect a configured provider speaks (`kind` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Ugclab,
+    Ugen,
+    Ulazai,
+    Viggle,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Ugclab,
+        ProviderKind::Ugen,
+        ProviderKind::Ulazai,
+        ProviderKind::Viggle,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Ugclab => "ugclab",
+            ProviderKind::Ugen => "ugen",
+            ProviderKind::Ulazai => "ulazai",
+            ProviderKind::Viggle => "viggle",
+        }
+    }
+
+    /// The documented production host of each provider (CONTRACT.md).
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::Ugclab => "https://api.ugclab.app/api/v1",
+            ProviderKind::Ugen => "https://api.u-gen.ai/api/v1",
+            ProviderKind::Ulazai => "https://ulazai.com/api/v1/video-studio",
+            ProviderKind::Viggle => "https://apis.viggle.ai/api",
+        }
+    }
+
+    /// The path prefix under which the simulator serves this provider.
+    pub fn sim_prefix(self) -> &'static str {
+        match self {
+            ProviderKind::Ugclab => "/ugclab/api/v1",
+            ProviderKind::Ugen => "/ugen/api/v1",
+            ProviderKind::Ulazai => "/ulazai/api/v1/video-studio",
+            ProviderKind::Viggle => "/viggle/api",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProviderKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown provider kind {s:?} (expected ugclab, ugen, ulazai or viggle)"))
+    }
+}
+
+/// What a batch file asks for: one job, before it is accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The client's idempotency key; unique across the store.
+    pub key: String,
+    /// A provider table name from the config (not the kind).
+    pub provider: String,
+    #[serde(default)]
+    pub priority: i32,
+    /// The provider's own create body, passed through unchanged.
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Why a queued job is not being dispatched right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldBy {
+    Budget,
+    Rate,
+    Concurrency,
+    Paused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A job as stored and as shown by `jobs --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub key: String,
+    pub provider: String,
+    pub priority: i32,
+    pub params: serde_json::Value,
+    pub state: JobState,
+    pub held_by: Option<HeldBy>,
+    pub provider_job_id: Option<String>,
+    /// The provider's own status word, as last seen.
+    #[serde(default)]
+    pub provider_status: Option<String>,
+    pub progress: Option<u8>,
+    pub stage: Option<String>,
+    pub output_urls: Vec<String>,
+    pub credits_reserved: u64,
+    pub credits_charged: u64,
+    pub attempts: u32,
+    pub error: Option<JobError>,
+    /// Local files the finished outputs were downloaded to.
+    #[serde(default)]
+    pub output_files: Vec<String>,
+    /// Enqueue order, unique and increasing: FIFO within a priority.
+    pub seq: u64,
+    /// The budget period the reservation was taken in (e.g. `2026-11`).
+    #[serde(default)]
+    pub budget_period: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Job {
+    pub fn from_spec(spec: JobSpec, seq: u64, now: &str) -> Job {
+        Job {
+            key: spec.key,
+            provider: spec.provider,
+            priority: spec.priority,
+            params: spec.params,
+            state: JobState::Queued,
+            held_by: None,
+            provider_job_id: None,
+            provider_status: None,
+            progress: None,
+            stage: None,
+            output_urls: Vec::new(),
+            credits_reserved: 0,
+            credits_charged: 0,
+            attempts: 0,
+            error: None,
+            output_files: Vec::new(),
+            seq,
+            budget_period: None,
+            created_at: now.to_string(),
+            updated_at: now.to_string(),
+        }
+    }
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at: String,
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub note: String,
+}
+
+/// RFC 3339 UTC timestamp with millisecond precision, as shown to users.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
