@@ -1,0 +1,934 @@
+//! What the four adapters share, so that they cannot disagree about it: one
+//! way to send a request, one classification of failures into
+//! [`ProviderError`], one set of tolerant field readers, and one param
+//! checker.
+//!
+//! Why it is shaped this way:
+//!
+//! - The daemon's retry, cool-down and pause decisions hang entirely on the
+//!   error class, so classification lives here once, with each provider
+//!   contributing only a table of its own error codes ([`CodeMap`]).
+//! - The API key leaves the process through exactly one place
+//!   ([`Transport::send`], as a sensitive header). Every error message that
+//!   comes back through [`Transport`] is scrubbed of the configured secrets,
+//!   in case a provider echoes a key in an error body.
+//! - Provider bodies are read as loosely as the documents allow (numbers as
+//!   int or float, missing optional fields), because a too-strict parser
+//!   turns a harmless provider change into a stuck job. What cannot be read
+//!   at all is `Transient`, as the contract asks.
+//! - A create that answers 2xx with an unreadable body, a timeout and a
+//!   reset connection all come back as `Transient`, yet the job may exist at
+//!   the provider: the message says so, and it is the daemon's call whether
+//!   to reconcile (`find_by_key`) or to resend (only safe where
+//!   `idempotent_create()` is true).
+
+use crate::{ParamProblem, ProviderError, WebhookCheck};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::time::{Duration, SystemTime};
+use switchyard_core::Secret;
+
+/// Sent with every create call so that a provider (or the simulator) that
+/// deduplicates by header can do so.
+/// (Lower case because `HeaderName` is; HTTP header names are
+/// case-insensitive.)
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// A provider asking for a longer pause than this is more likely broken than
+/// serious; the daemon can always back off further on its own.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Provider text quoted in error messages is cut to this many characters.
+const MAX_QUOTED: usize = 300;
+
+/// How a provider wants the API key presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// The key as the whole value of the named header (`X-API-Key`).
+    Header(&'static str),
+}
+
+/// What a provider's own error code means, where it says more than the HTTP
+/// status (UGC Lab answers 400 to a refused cancel, for instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeClass {
+    NotFound,
+    Conflict,
+    RateLimited,
+    Transient,
+    InsufficientCredits,
+    Permanent,
+}
+
+/// A provider's table of error codes; `None` leaves the HTTP status to decide.
+pub type CodeMap = fn(&str) -> Option<CodeClass>;
+
+/// Codes no provider documents but any might use; consulted after the
+/// provider's own table.
+fn common_codes(code: &str) -> Option<CodeClass> {
+    match code.to_ascii_uppercase().as_str() {
+        "RATE_LIMIT_EXCEEDED" | "RATE_LIMITED" | "TOO_MANY_REQUESTS" => {
+            Some(CodeClass::RateLimited)
+        }
+        "INSUFFICIENT_CREDITS" | "INSUFFICIENT_BALANCE" => Some(CodeClass::InsufficientCredits),
+        "INTERNAL_ERROR" | "INTERNAL_SERVER_ERROR" | "SERVICE_UNAVAILABLE" => {
+            Some(CodeClass::Transient)
+        }
+        _ => None,
+    }
+}
+
+/// One provider's connection: base URL, credentials, auth style and error
+/// codes.
+#[derive(Clone)]
+pub struct Transport {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: Option<Secret>,
+    /// Everything that must never appear in an error message.
+    secrets: Vec<Secret>,
+    auth: Auth,
+    codes: CodeMap,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("base_url", &self.base_url)
+            .field("auth", &self.auth)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// One request, described independently of the provider's base URL.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    method: Method,
+    /// Path segments after the base URL, each percent-encoded on its own so
+    /// that a job id can never change the path. A trailing `""` yields a
+    /// trailing slash (UlazAI's paths end in one).
+    segments: Vec<&'a str>,
+    query: Vec<(&'a str, String)>,
+    body: Option<&'a Value>,
+    authenticated: bool,
+    idempotency_key: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: Method, segments: &[&'a str]) -> Self {
+        Call {
+            method,
+            segments: segments.to_vec(),
+            query: Vec::new(),
+            body: None,
+            authenticated: true,
+            idempotency_key: None,
+        }
+    }
+
+    pub fn get(segments: &[&'a str]) -> Self {
+        Call::new(Method::GET, segments)
+    }
+
+    pub fn delete(segments: &[&'a str]) -> Self {
+        Call::new(Method::DELETE, segments)
+    }
+
+    pub fn post(segments: &[&'a str], body: Option<&'a Value>) -> Self {
+        Call {
+            body,
+            ..Call::new(Method::POST, segments)
+        }
+    }
+
+    pub fn put(segments: &[&'a str], body: &'a Value) -> Self {
+        Call {
+            body: Some(body),
+            ..Call::new(Method::PUT, segments)
+        }
+    }
+
+    /// Sends no credentials (Viggle's status endpoint needs none, and a key
+    /// not sent cannot leak).
+    pub fn without_auth(mut self) -> Self {
+        self.authenticated = false;
+        self
+    }
+
+    pub fn idempotency_key(mut self, key: &'a str) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    pub fn query(mut self, name: &'a str, value: impl ToString) -> Self {
+        self.query.push((name, value.to_string()));
+        self
+    }
+}
+
+impl Transport {
+    /// `secrets` lists what must be scrubbed from error messages besides the
+    /// API key (the webhook secret, where one is configured).
+    pub fn new(
+        client: reqwest::Client,
+        base_url: &str,
+        api_key: Option<Secret>,
+        secrets: &[Option<Secret>],
+        auth: Auth,
+        codes: CodeMap,
+    ) -> Self {
+        let api_key = api_key.filter(|k| !k.is_empty());
+        let secrets = api_key
+            .iter()
+            .chain(secrets.iter().flatten())
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        Transport {
+            client,
+            base_url: base_url.trim().to_string(),
+            api_key,
+            secrets,
+            auth,
+            codes,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends `call` and returns the body of a 2xx answer; anything else is
+    /// classified. Error messages are scrubbed of the configured secrets.
+    pub async fn send(&self, call: Call<'_>) -> Result<Vec<u8>, ProviderError> {
+        self.send_inner(call).await.map_err(|e| self.scrub(e))
+    }
+
+    /// [`Transport::send`], then the body as JSON (unreadable: `Transient`).
+    /// An empty body (a 204 to pause, say) is `null`, which the status
+    /// readers in turn refuse as unusable.
+    pub async fn json(&self, call: Call<'_>) -> Result<Value, ProviderError> {
+        let bytes = self.send(call).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        parse_json(&bytes)
+    }
+
+    async fn send_inner(&self, call: Call<'_>) -> Result<Vec<u8>, ProviderError> {
+        let url = self.url(&call.segments, &call.query)?;
+        let mut headers = HeaderMap::new();
+        if call.authenticated {
+            if let Some(key) = &self.api_key {
+                let invalid = |what: &str| ProviderError::Permanent {
+                    code: "invalid_api_key".into(),
+                    message: format!("the configured API key {what}"),
+                };
+                let (name, value) = match self.auth {
+                    Auth::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                    Auth::Header(name) => (
+                        HeaderName::from_bytes(name.as_bytes())
+                            .map_err(|_| invalid("header name is not valid"))?,
+                        key.expose().to_string(),
+                    ),
+                };
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|_| invalid("contains characters not allowed in an HTTP header"))?;
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+        }
+        if let Some(key) = call.idempotency_key {
+            match HeaderValue::from_str(key) {
+                Ok(value) => {
+                    headers.insert(HeaderName::from_static(IDEMPOTENCY_KEY_HEADER), value);
+                }
+                Err(_) => {
+                    tracing::debug!("job key not valid as a header value; Idempotency-Key not sent")
+                }
+            }
+        }
+        let mut request = self
+            .client
+            .request(call.method.clone(), url.clone())
+            .headers(headers);
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&call.method, &e))?;
+        let status = response.status();
+        let response_headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| {
+            ProviderError::Transient(format!(
+                "{} {}: reading the response body failed: {}",
+                call.method,
+                url.path(),
+                error_chain(&e)
+            ))
+        })?;
+        tracing::debug!(method = %call.method, path = url.path(), status = status.as_u16(), "provider call");
+        if status.is_success() {
+            Ok(body.to_vec())
+        } else {
+            Err(classify(
+                status,
+                &response_headers,
+                &body,
+                self.codes,
+                SystemTime::now(),
+            ))
+        }
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ProviderError> {
+        let bad = |why: &str| ProviderError::Permanent {
+            code: "invalid_base_url".into(),
+            message: format!("base_url {:?} {why}", self.base_url),
+        };
+        let mut url = Url::parse(&self.base_url).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("must use http or https"));
+        }
+        url.path_segments_mut()
+            .map_err(|_| bad("cannot carry a path"))?
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in query {
+                pairs.append_pair(name, value);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Removes every configured secret from an error's text.
+    pub fn scrub(&self, error: ProviderError) -> ProviderError {
+        let clean = |s: String| -> String {
+            self.secrets
+                .iter()
+                .fold(s, |acc, secret| acc.replace(secret.expose(), "<redacted>"))
+        };
+        match error {
+            ProviderError::Transient(m) => ProviderError::Transient(clean(m)),
+            ProviderError::InsufficientCredits(m) => ProviderError::InsufficientCredits(clean(m)),
+            ProviderError::NotFound(m) => ProviderError::NotFound(clean(m)),
+            ProviderError::Conflict { code, message } => ProviderError::Conflict {
+                code: clean(code),
+                message: clean(message),
+            },
+            ProviderError::Permanent { code, message } => ProviderError::Permanent {
+                code: clean(code),
+                message: clean(message),
+            },
+            other @ (ProviderError::RateLimited { .. } | ProviderError::Unsupported(_)) => other,
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn transport_error(method: &Method, e: &reqwest::Error) -> ProviderError {
+    if e.is_builder() {
+        return ProviderError::Permanent {
+            code: "invalid_request".into(),
+            message: error_chain(e),
+        };
+    }
+    let what = if e.is_timeout() {
+        "timed out (the provider may still have acted on it)"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed in transit (the provider may still have acted on it)"
+    };
+    ProviderError::Transient(format!("{method} request {what}: {}", error_chain(e)))
+}
+
+/// Classifies a non-2xx answer. `now` only matters for an HTTP-date
+/// `Retry-After`.
+pub fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    codes: CodeMap,
+    now: SystemTime,
+) -> ProviderError {
+    let retry_after = || {
+        headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now))
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return ProviderError::RateLimited {
+            retry_after: retry_after(),
+        };
+    }
+    let (code, message) = error_parts(body);
+    let message = message.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() || text.starts_with('{') || text.starts_with('[') {
+            status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .to_string()
+        } else {
+            quote(text)
+        }
+    });
+    let class = code
+        .as_deref()
+        .and_then(|c| codes(c).or_else(|| common_codes(c)));
+    let code = code.unwrap_or_else(|| format!("HTTP_{}", status.as_u16()));
+    match class {
+        Some(CodeClass::RateLimited) => {
+            return ProviderError::RateLimited {
+                retry_after: retry_after(),
+            }
+        }
+        Some(CodeClass::NotFound) => return ProviderError::NotFound(format!("{code}: {message}")),
+        Some(CodeClass::Conflict) => return ProviderError::Conflict { code, message },
+        Some(CodeClass::Transient) => {
+            return ProviderError::Transient(format!(
+                "HTTP {} ({code}): {message}",
+                status.as_u16()
+            ))
+        }
+        Some(CodeClass::InsufficientCredits) => {
+            return ProviderError::InsufficientCredits(format!("{code}: {message}"))
+        }
+        Some(CodeClass::Permanent) => return ProviderError::Permanent { code, message },
+        None => {}
+    }
+    match status.as_u16() {
+        402 => ProviderError::InsufficientCredits(format!("{code}: {message}")),
+        404 | 410 => ProviderError::NotFound(format!("{code}: {message}")),
+        409 => ProviderError::Conflict { code, message },
+        408 | 425 => {
+            ProviderError::Transient(format!("HTTP {} ({code}): {message}", status.as_u16()))
+        }
+        400..=499 => ProviderError::Permanent { code, message },
+        _ => ProviderError::Transient(format!("HTTP {} ({code}): {message}", status.as_u16())),
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), capped
+/// at [`MAX_RETRY_AFTER`]. A date in the past means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else if let Ok(secs) = value.parse::<f64>() {
+        // Not in the RFC, but some servers send fractions; negative or NaN
+        // values are ignored rather than guessed at.
+        Duration::try_from_secs_f64(secs).ok()?
+    } else {
+        let when = httpdate::parse_http_date(value).ok()?;
+        when.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Pulls a code and a message out of any of the four providers' error
+/// bodies: U-Gen's nested `{"error": {"code", "message", "details"}}`,
+/// UlazAI's `{"success": false, "error": ...}`, Viggle's `error_code` /
+/// `error_message`, and the common `code` / `message` / `detail` fields.
+pub fn error_parts(body: &[u8]) -> (Option<String>, Option<String>) {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => error_parts_value(&v),
+        Err(_) => (None, None),
+    }
+}
+
+pub fn error_parts_value(v: &Value) -> (Option<String>, Option<String>) {
+    let mut code = None;
+    let mut message = None;
+    match v.get("error") {
+        Some(Value::Object(e)) => {
+            code = e.get("code").and_then(scalar_text);
+            message = e
+                .get("message")
+                .or_else(|| e.get("detail"))
+                .and_then(scalar_text);
+        }
+        // `{"error": "UGC_NOT_FOUND", "message": ...}` or `{"error": "Invalid duration"}`.
+        Some(e @ Value::String(_)) => {
+            let text = scalar_text(e);
+            if text.as_deref().is_some_and(looks_like_code) {
+                code = text;
+            } else {
+                message = text;
+            }
+        }
+        _ => {}
+    }
+    code = code.or_else(|| {
+        ["error_code", "code", "errorCode"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(scalar_text))
+    });
+    message = message.or_else(|| {
+        ["error_message", "message", "errorMessage", "detail"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(scalar_text))
+    });
+    if message.is_none() {
+        message = code.clone();
+    }
+    (code.map(|c| quote(&c)), message.map(|m| quote(&m)))
+}
+
+/// `UGC_NOT_FOUND`, `CS-UORC01-009`: upper case, digits and separators only.
+fn looks_like_code(s: &str) -> bool {
+    s.len() <= 64
+        && s.chars().any(|c| c.is_ascii_uppercase())
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Cuts provider text to a size fit for an error message.
+fn quote(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// A 2xx body as JSON; unreadable is `Transient`, as the contract asks.
+pub fn parse_json(body: &[u8]) -> Result<Value, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ProviderError::Transient(format!(
+            "malformed response body ({e}); if this answered a create, the job may exist at the provider"
+        ))
+    })
+}
+
+/// A required field was missing from an otherwise readable answer.
+pub fn missing(provider: &str, what: &str) -> ProviderError {
+    ProviderError::Transient(format!(
+        "{provider} response has no usable {what}; if this answered a create, the job may exist at the provider"
+    ))
+}
+
+// ---- tolerant readers -------------------------------------------------------
+
+/// A non-empty string field (numbers are accepted as ids).
+pub fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(scalar_text)
+}
+
+/// The value at a path of object keys.
+pub fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+/// A percentage, rounded and clamped to 0..=100.
+pub fn percent(v: Option<&Value>) -> Option<u8> {
+    let p = v?.as_f64()?;
+    if !p.is_finite() {
+        return None;
+    }
+    // Clamped first, so the cast cannot truncate.
+    Some(p.round().clamp(0.0, 100.0) as u8)
+}
+
+/// A credit amount: a non-negative integer, or a float rounded up (an
+/// upward error only over-reserves).
+pub fn credits(v: Option<&Value>) -> Option<u64> {
+    let v = v?;
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    if !f.is_finite() || f < 0.0 || f > u64::MAX as f64 {
+        return None;
+    }
+    // Range checked just above, so the cast is exact up to f64 precision.
+    Some(f.ceil() as u64)
+}
+
+/// An object's string field, as long as it is an `http(s)` URL.
+pub fn url_field(v: &Value, key: &str) -> Option<String> {
+    text(v, key).filter(|u| is_http_url(u))
+}
+
+pub fn is_http_url(s: &str) -> bool {
+    Url::parse(s)
+        .map(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        })
+        .unwrap_or(false)
+}
+
+/// The job id an unsigned webhook names, if it names one plausibly. The body
+/// is otherwise ignored: an unsigned webhook is only a reason to poll.
+pub fn unsigned_hint(body: &[u8], paths: &[&[&str]]) -> WebhookCheck {
+    let provider_job_id = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        paths
+            .iter()
+            .find_map(|p| at(&v, p).and_then(scalar_text))
+            .filter(|id| plausible_id(id))
+    });
+    WebhookCheck::Hint {
+        provider_job_id,
+        verified: false,
+    }
+}
+
+/// Ids are short printable tokens at every provider; anything else in a
+/// webhook body is not worth a lookup.
+pub fn plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 200 && id.chars().all(|c| c.is_ascii_graphic())
+}
+
+// ---- param checking ---------------------------------------------------------
+
+/// Collects every problem with a job's params instead of stopping at the
+/// first, because the contract rejects a batch with all its problems listed.
+/// A `null` field counts as absent.
+pub struct Params<'a> {
+    map: Option<&'a Map<String, Value>>,
+    problems: Vec<ParamProblem>,
+}
+
+impl<'a> Params<'a> {
+    pub fn new(params: &'a Value) -> Self {
+        let mut problems = Vec::new();
+        let map = params.as_object();
+        if map.is_none() {
+            problems.push(ParamProblem::new(
+                "params",
+                "must be a table (JSON object) of the provider's create fields",
+            ));
+        }
+        Params { map, problems }
+    }
+
+    fn field(name: &str) -> String {
+        format!("params.{name}")
+    }
+
+    pub fn problem(&mut self, name: &str, message: impl Into<String>) {
+        self.problems
+            .push(ParamProblem::new(Self::field(name), message));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a Value> {
+        self.map?.get(name).filter(|v| !v.is_null())
+    }
+
+    fn require(&mut self, name: &str) -> Option<&'a Value> {
+        let v = self.get(name);
+        if v.is_none() && self.map.is_some() {
+            self.problem(name, "is required");
+        }
+        v
+    }
+
+    fn string_of(&mut self, name: &str, v: &'a Value) -> Option<&'a str> {
+        match v.as_str() {
+            Some(s) => Some(s),
+            None => {
+                self.problem(name, format!("must be a string, not {}", kind(v)));
+                None
+            }
+        }
+    }
+
+    pub fn required_string(&mut self, name: &str) -> Option<&'a str> {
+        let v = self.require(name)?;
+        let s = self.string_of(name, v)?;
+        if s.trim().is_empty() {
+            self.problem(name, "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    pub fn optional_string(&mut self, name: &str) -> Option<&'a str> {
+        let v = self.get(name)?;
+        self.string_of(name, v)
+    }
+
+    fn url_of(&mut self, name: &str, s: &'a str) -> Option<&'a str> {
+        if is_http_url(s) {
+            Some(s)
+        } else {
+            self.problem(name, format!("must be an http(s) URL, not {:?}", quote(s)));
+            None
+        }
+    }
+
+    pub fn required_url(&mut self, name: &str) -> Option<&'a str> {
+        let s = self.required_string(name)?;
+        self.url_of(name, s)
+    }
+
+    pub fn optional_url(&mut self, name: &str) -> Option<&'a str> {
+        let s = self.optional_string(name)?;
+        self.url_of(name, s)
+    }
+
+    fn integer_of(
+        &mut self,
+        name: &str,
+        v: &Value,
+        range: Option<&RangeInclusive<i64>>,
+    ) -> Option<i64> {
+        let Some(n) = v.as_i64() else {
+            let why = if v.is_number() {
+                "a whole number"
+            } else {
+                "an integer"
+            };
+            self.problem(name, format!("must be {why}, not {}", kind_value(v)));
+            return None;
+        };
+        if let Some(range) = range {
+            if !range.contains(&n) {
+                self.problem(
+                    name,
+                    format!(
+                        "must be between {} and {}, not {n}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(n)
+    }
+
+    pub fn required_integer(&mut self, name: &str, range: RangeInclusive<i64>) -> Option<i64> {
+        let v = self.require(name)?;
+        self.integer_of(name, v, Some(&range))
+    }
+
+    pub fn optional_integer(
+        &mut self,
+        name: &str,
+        range: Option<RangeInclusive<i64>>,
+    ) -> Option<i64> {
+        let v = self.get(name)?;
+        self.integer_of(name, v, range.as_ref())
+    }
+
+    pub fn optional_bool(&mut self, name: &str) {
+        if let Some(v) = self.get(name) {
+            if !v.is_boolean() {
+                self.problem(name, format!("must be true or false, not {}", kind(v)));
+            }
+        }
+    }
+
+    pub fn optional_number(&mut self, name: &str) {
+        if let Some(v) = self.get(name) {
+            if !v.is_number() {
+                self.problem(name, format!("must be a number, not {}", kind(v)));
+            }
+        }
+    }
+
+    pub fn optional_object(&mut self, name: &str) {
+        if let Some(v) = self.get(name) {
+            if !v.is_object() {
+                self.problem(name, format!("must be a table (object), not {}", kind(v)));
+            }
+        }
+    }
+
+    pub fn optional_string_array(&mut self, name: &str) {
+        if let Some(v) = self.get(name) {
+            match v.as_array() {
+                Some(items) => {
+                    let bad: Vec<usize> = items
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, item)| !item.is_string())
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !bad.is_empty() {
+                        self.problem(
+                            name,
+                            format!("must be a list of strings (items {bad:?} are not)"),
+                        );
+                    }
+                }
+                None => self.problem(name, format!("must be a list of strings, not {}", kind(v))),
+            }
+        }
+    }
+
+    pub fn finish(self) -> Result<(), Vec<ParamProblem>> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(self.problems)
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}
+
+fn kind_value(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        other => kind(other).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn no_codes(_: &str) -> Option<CodeClass> {
+        None
+    }
+
+    #[test]
+    fn retry_after_seconds_date_and_garbage() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(" 2.5 ", now),
+            Some(Duration::from_millis(2500))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(parse_retry_after("99999999999", now), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn error_bodies_of_every_dialect() {
+        let ugen = br#"{"error": {"code": "VALIDATION_ERROR", "message": "bad", "details": {}}}"#;
+        assert_eq!(
+            error_parts(ugen),
+            (Some("VALIDATION_ERROR".into()), Some("bad".into()))
+        );
+        let ulazai = br#"{"success": false, "error": "Invalid duration"}"#;
+        assert_eq!(error_parts(ulazai), (None, Some("Invalid duration".into())));
+        let flat = br#"{"error": "UGC_PROCESSING", "message": "Cannot cancel job in progress"}"#;
+        assert_eq!(
+            error_parts(flat),
+            (
+                Some("UGC_PROCESSING".into()),
+                Some("Cannot cancel job in progress".into())
+            )
+        );
+        assert_eq!(
+            error_parts(br#"{"code": "X_Y"}"#),
+            (Some("X_Y".into()), Some("X_Y".into()))
+        );
+        let viggle = br#"{"error_code": "CS-UORC01-009", "error_message": "no person"}"#;
+        assert_eq!(
+            error_parts(viggle),
+            (Some("CS-UORC01-009".into()), Some("no person".into()))
+        );
+        let fastapi = br#"{"detail": "Not authenticated"}"#;
+        assert_eq!(
+            error_parts(fastapi),
+            (None, Some("Not authenticated".into()))
+        );
+        assert_eq!(error_parts(b"<html>"), (None, None));
+    }
+
+    #[test]
+    fn status_classes() {
+        let h = HeaderMap::new();
+        let now = SystemTime::now();
+        let c = |s: u16| classify(StatusCode::from_u16(s).unwrap(), &h, b"", no_codes, now);
+        assert!(matches!(c(402), ProviderError::InsufficientCredits(_)));
+        assert!(matches!(c(404), ProviderError::NotFound(_)));
+        assert!(matches!(c(409), ProviderError::Conflict { .. }));
+        for s in [400, 401, 403, 422] {
+            assert!(matches!(c(s), ProviderError::Permanent { .. }), "{s}");
+        }
+        for s in [500, 502, 503, 504] {
+            assert!(matches!(c(s), ProviderError::Transient(_)), "{s}");
+        }
+        assert_eq!(c(429), ProviderError::RateLimited { retry_after: None });
+    }
+
+    #[test]
+    fn params_collects_everything() {
+        let v = json!({"a": 1.5, "b": "x", "c": [1, "y"], "d": null});
+        let mut p = Params::new(&v);
+        p.required_integer("a", 1..=3);
+        p.required_string("missing");
+        p.optional_integer("b", None);
+        p.optional_string_array("c");
+        p.required_string("d");
+        let problems = p.finish().unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "params.a",
+                "params.missing",
+                "params.b",
+                "params.c",
+                "params.d"
+            ]
+        );
+        assert!(Params::new(&json!([1])).finish().is_err());
+    }
+
+    #[test]
+    fn readers() {
+        assert_eq!(percent(Some(&json!(44.6))), Some(45));
+        assert_eq!(percent(Some(&json!(140))), Some(100));
+        assert_eq!(percent(Some(&json!(-3))), Some(0));
+        assert_eq!(percent(Some(&json!("50"))), None);
+        assert_eq!(credits(Some(&json!(12.2))), Some(13));
+        assert_eq!(credits(Some(&json!(-1))), None);
+        assert!(is_http_url("https://example.com/h.jpg"));
+        assert!(!is_http_url("ftp://example.com/h.jpg"));
+        assert!(!is_http_url("example.com/h.jpg"));
+    }
+}
