@@ -1,0 +1,249 @@
+//! The CLI's side of the control API. Output for people is a table; `--json`
+//! prints the daemon's JSON and nothing else on stdout.
+
+use crate::batch::{self, Problem};
+use crate::http::{BatchAnswer, BatchBody, ProviderView};
+use crate::Invalid;
+use anyhow::{anyhow, bail, Context};
+use std::path::PathBuf;
+use std::time::Duration;
+use switchyard_core::{Job, JobState};
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building HTTP client")?;
+        Ok(Client { base: base.trim_end_matches('/').to_string(), http })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the daemon at {}: {e}", self.base))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            return Ok(v);
+        }
+        let msg = v["error"]["message"].as_str().unwrap_or("no details").to_string();
+        if status.as_u16() == 404 || status.as_u16() == 400 {
+            return Err(Invalid(anyhow!("{msg}")).into());
+        }
+        bail!("daemon answered {status}: {msg}")
+    }
+
+    pub async fn submit(&self, jobs: Vec<switchyard_core::JobSpec>) -> anyhow::Result<Result<BatchAnswer, Vec<Problem>>> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .json(&BatchBody { jobs })
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the daemon at {}: {e}", self.base))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.context("reading the daemon's answer")?;
+        if status.is_success() {
+            return Ok(Ok(serde_json::from_value(v)?));
+        }
+        if status.as_u16() == 422 {
+            let problems: Vec<Problem> = serde_json::from_value(v["error"]["problems"].clone()).unwrap_or_default();
+            return Ok(Err(problems));
+        }
+        bail!("daemon answered {status}: {}", v["error"]["message"].as_str().unwrap_or("no details"))
+    }
+
+    pub async fn jobs(&self, state: Option<&str>, provider: Option<&str>) -> anyhow::Result<Vec<Job>> {
+        let mut q = vec![];
+        if let Some(s) = state {
+            q.push(("state", s));
+        }
+        if let Some(p) = provider {
+            q.push(("provider", p));
+        }
+        let v = self.send(self.http.get(format!("{}/v1/jobs", self.base)).query(&q)).await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    pub async fn job(&self, key: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/v1/jobs/{}", self.base, enc(key)))).await
+    }
+
+    pub async fn cancel(&self, key: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.delete(format!("{}/v1/jobs/{}", self.base, enc(key)))).await
+    }
+
+    pub async fn retry(&self, key: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.post(format!("{}/v1/jobs/{}/retry", self.base, enc(key)))).await
+    }
+
+    pub async fn providers(&self) -> anyhow::Result<Vec<ProviderView>> {
+        let v = self.send(self.http.get(format!("{}/v1/providers", self.base))).await?;
+        Ok(serde_json::from_value(v)?)
+    }
+}
+
+/// Percent-encodes a job key for a path segment.
+fn enc(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads batch files, reporting every problem with file and line.
+pub fn read_batches(files: &[PathBuf]) -> anyhow::Result<Vec<(String, batch::Batch)>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        match batch::read(f) {
+            Ok(b) => out.push((name, b)),
+            Err(problems) => errors.extend(problems.iter().map(|p| p.render(&name))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Invalid(anyhow!(errors.join("\n"))).into());
+    }
+    Ok(out)
+}
+
+pub async fn submit(client: &Client, files: &[PathBuf], wait: bool, json: bool) -> anyhow::Result<()> {
+    let batches = read_batches(files)?;
+    let mut keys = Vec::new();
+    let mut answers = Vec::new();
+    for (name, b) in batches {
+        let n = b.jobs.len();
+        match client.submit(b.jobs.clone()).await? {
+            Ok(a) => {
+                if !json {
+                    println!("{name}: {n} jobs: {} accepted, {} already known", a.accepted, a.already_known);
+                }
+                keys.extend(b.jobs.iter().map(|j| j.key.clone()));
+                answers.push(serde_json::json!({"file": name, "accepted": a.accepted, "already_known": a.already_known}));
+            }
+            Err(mut problems) => {
+                batch::locate(&mut problems, &b);
+                let lines: Vec<String> = problems.iter().map(|p| p.render(&name)).collect();
+                return Err(Invalid(anyhow!("{name}: batch rejected whole ({} problem(s)):\n{}", lines.len(), lines.join("\n"))).into());
+            }
+        }
+    }
+    if json && !wait {
+        println!("{}", serde_json::to_string_pretty(&answers)?);
+    }
+    if wait {
+        let jobs = wait_for(client, &keys, !json).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&jobs)?);
+        } else {
+            print_table(&jobs);
+        }
+    }
+    Ok(())
+}
+
+/// Follows jobs until each is terminal or uncertain.
+pub async fn wait_for(client: &Client, keys: &[String], show: bool) -> anyhow::Result<Vec<Job>> {
+    let set: std::collections::HashSet<&String> = keys.iter().collect();
+    let bar = show.then(|| crate::watch::bar(keys.len() as u64));
+    loop {
+        let jobs: Vec<Job> = client.jobs(None, None).await?.into_iter().filter(|j| set.contains(&j.key)).collect();
+        let done = jobs.iter().filter(|j| settled(j.state)).count();
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+            b.set_message(crate::watch::summary(&jobs));
+        }
+        if done == jobs.len() {
+            if let Some(b) = &bar {
+                b.finish();
+            }
+            return Ok(jobs);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn settled(s: JobState) -> bool {
+    s.is_terminal() || s == JobState::Uncertain
+}
+
+pub fn print_table(jobs: &[Job]) {
+    let rows: Vec<[String; 7]> = jobs
+        .iter()
+        .map(|j| {
+            let credits = if j.credits_charged > 0 || j.credits_reserved == 0 {
+                j.credits_charged.to_string()
+            } else {
+                format!("{} reserved", j.credits_reserved)
+            };
+            let state = match (j.state, j.held_by) {
+                (JobState::Queued, Some(h)) => format!("queued ({})", serde_json::to_value(h).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+                (s, _) => s.to_string(),
+            };
+            [
+                j.key.clone(),
+                j.provider.clone(),
+                state,
+                j.provider_job_id.clone().unwrap_or_else(|| "-".into()),
+                j.progress.map(|p| format!("{p}%")).unwrap_or_else(|| "-".into()),
+                credits,
+                j.output_urls.first().cloned().or_else(|| j.error.as_ref().map(|e| format!("error {}: {}", e.code, e.message))).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let head = ["KEY", "PROVIDER", "STATE", "PROVIDER JOB", "PROGRESS", "CREDITS", "OUTPUT / ERROR"];
+    let mut w = head.map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 6 {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(head);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
+    }
+}
+
+pub fn print_providers(views: &[ProviderView]) {
+    println!("{:<10} {:<8} {:<16} {:>9} {:>7} {:>22} HEALTH", "PROVIDER", "KIND", "RATE", "IN FLIGHT", "QUEUED", "BUDGET used/res/left");
+    for v in views {
+        let rate = match (v.rate_limit.per_second, v.rate_limit.per_minute) {
+            (Some(s), _) => format!("{s}/s burst {}", v.rate_limit.burst.unwrap_or(1)),
+            (None, Some(m)) => format!("{m}/min burst {}", v.rate_limit.burst.unwrap_or(1)),
+            _ => "default".into(),
+        };
+        let budget = match v.budget_left {
+            Some(left) => format!("{}/{}/{}", v.budget_used, v.budget_reserved, left),
+            None => format!("{}/{}/unlimited", v.budget_used, v.budget_reserved),
+        };
+        println!(
+            "{:<10} {:<8} {:<16} {:>4}/{:<4} {:>7} {:>22} {}",
+            v.name, v.kind, rate, v.in_flight, v.max_in_flight, v.queued, budget, v.health
+        );
+    }
+}

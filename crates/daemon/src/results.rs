@@ -1,0 +1,146 @@
+//! Downloads of finished videos into `daemon.output_dir`. A file appears
+//! under its final name only once complete (temp file, then rename), is
+//! checked against Content-Length, resumed with a Range request after a cut,
+//! and listed in `manifest.jsonl`. Downloads are bounded in number and do not
+//! pass the provider's rate limit (they hit CDNs, not the API).
+
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switchyard_core::{Change, Job, JobState, Store};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+pub struct Downloader {
+    pub dir: PathBuf,
+    client: reqwest::Client,
+    slots: Semaphore,
+    /// Serializes manifest appends so lines never interleave.
+    manifest: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("got {got} bytes, Content-Length said {want}")]
+    Short { got: u64, want: u64 },
+}
+
+impl Downloader {
+    pub fn new(dir: PathBuf, parallel: usize) -> anyhow::Result<Downloader> {
+        std::fs::create_dir_all(&dir)?;
+        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(60)).build()?;
+        Ok(Downloader { dir, client, slots: Semaphore::new(parallel.max(1)), manifest: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Downloads every output of a completed job, records the files on the
+    /// job and appends the job to the manifest.
+    pub async fn fetch_job(&self, store: &impl Store, job: &Job) {
+        let Ok(_slot) = self.slots.acquire().await else { return };
+        let mut files = Vec::new();
+        for (i, url) in job.output_urls.iter().enumerate() {
+            let name = file_name(&job.key, i, url);
+            let dest = self.dir.join(&name);
+            match self.fetch(url, &dest).await {
+                Ok(()) => files.push(dest.display().to_string()),
+                Err(e) => tracing::warn!(key = %job.key, %url, "download failed: {e}"),
+            }
+        }
+        let f2 = files.clone();
+        let edit = move |j: &mut Job| j.output_files = f2.clone();
+        match store.apply(&job.key, JobState::Completed, Change::to(JobState::Completed, "").edit(&edit)) {
+            Ok(j) => self.append_manifest(&j).await,
+            Err(e) => tracing::warn!(key = %job.key, "recording downloads: {e}"),
+        }
+    }
+
+    async fn append_manifest(&self, job: &Job) {
+        let _g = self.manifest.lock().await;
+        let line = serde_json::json!({
+            "key": job.key, "provider": job.provider, "provider_job_id": job.provider_job_id,
+            "output_urls": job.output_urls, "files": job.output_files,
+            "credits_charged": job.credits_charged, "finished_at": job.updated_at,
+        });
+        let path = self.dir.join("manifest.jsonl");
+        let res = async {
+            let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+            f.write_all(format!("{line}\n").as_bytes()).await?;
+            f.sync_data().await
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::warn!("writing {}: {e}", path.display());
+        }
+    }
+
+    /// Three tries; each one resumes from what the temp file already holds.
+    pub async fn fetch(&self, url: &str, dest: &Path) -> Result<(), DownloadError> {
+        let tmp = dest.with_extension(format!("{}.part", dest.extension().and_then(|e| e.to_str()).unwrap_or("bin")));
+        let mut last = None;
+        for attempt in 0..3u32 {
+            match self.try_fetch(url, &tmp).await {
+                Ok(()) => {
+                    tokio::fs::rename(&tmp, dest).await?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(%url, attempt, "download attempt failed: {e}");
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        let _ = tokio::fs::remove_file(&tmp).await;
+        Err(last.unwrap_or(DownloadError::Status(0)))
+    }
+
+    async fn try_fetch(&self, url: &str, tmp: &Path) -> Result<(), DownloadError> {
+        let have = tokio::fs::metadata(tmp).await.map(|m| m.len()).unwrap_or(0);
+        let mut req = self.client.get(url);
+        if have > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let (mut file, start) = match status {
+            206 => (tokio::fs::OpenOptions::new().append(true).open(tmp).await?, have),
+            200 => (tokio::fs::File::create(tmp).await?, 0),
+            s => return Err(DownloadError::Status(s)),
+        };
+        let want = resp.content_length().map(|l| l + start);
+        let mut got = start;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await?;
+            got += chunk.len() as u64;
+        }
+        file.sync_all().await?;
+        match want {
+            Some(w) if w != got => Err(DownloadError::Short { got, want: w }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `<key>.<ext>` for the main video, `<key>-<n>.<ext>` for the others
+/// (Viggle's mask).
+fn file_name(key: &str, index: usize, url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let ext = path
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.rsplit_once('.').map(|(_, e)| e))
+        .filter(|e| !e.is_empty() && e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or("mp4");
+    if index == 0 {
+        format!("{key}.{ext}")
+    } else {
+        format!("{key}-{index}.{ext}")
+    }
+}

@@ -1,0 +1,954 @@
+//! The daemon's moving parts: one dispatcher per provider (so a provider held
+//! by its rate, budget or a 402 never holds up the others), one poll
+//! scheduler with a timer queue for every live job, and the submit and poll
+//! tasks they start. Every state change goes through the store's checked
+//! transitions; a transition that precedes a request to a provider is made
+//! durable first, so a crash can never lose track of a sent create call.
+
+use crate::config::{Budget, Config, PollConfig, ProviderConfig, RateLimit};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use switchyard_core::{
+    Change, HeldBy, Job, JobError, JobState, LedgerOp, SledStore, Store, StoreError,
+};
+use switchyard_provider::{Lookup, Provider, ProviderError, RemoteState, RemoteStatus};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::time::{delay_queue, DelayQueue};
+
+/// Limits that SIGHUP may change while jobs run.
+#[derive(Debug)]
+pub struct Limits {
+    pub rate_limit: RateLimit,
+    pub limiter: Arc<DefaultDirectRateLimiter>,
+    pub max_in_flight: u32,
+    pub budget: Option<Budget>,
+    pub poll: PollConfig,
+    pub max_attempts: u32,
+}
+
+impl Limits {
+    pub fn from_config(cfg: &ProviderConfig) -> Limits {
+        Limits {
+            rate_limit: cfg.rate_limit,
+            limiter: Arc::new(RateLimiter::direct(quota(&cfg.rate_limit))),
+            max_in_flight: cfg.max_in_flight,
+            budget: cfg.budget,
+            poll: cfg.poll.clone(),
+            max_attempts: cfg.max_attempts,
+        }
+    }
+}
+
+/// GCRA quota from the config; no limit configured means a generous default
+/// (50/s) rather than none, so a missing line cannot flood a provider.
+///
+/// The provider measures our requests on arrival, and arrivals can bunch up
+/// relative to departures (scheduling, network). So the limiter keeps a
+/// margin: with a burst of 2 or more, one burst slot stays in reserve (a
+/// late request followed by an on-time one still fits the provider's
+/// tolerance); with a burst of 1, the interval is stretched by 5 %.
+pub fn quota(rl: &RateLimit) -> Quota {
+    let (count, per) = match (rl.per_second, rl.per_minute) {
+        (Some(s), _) => (s.max(1), Duration::from_secs(1)),
+        (None, Some(m)) => (m.max(1), Duration::from_secs(60)),
+        (None, None) => (50, Duration::from_secs(1)),
+    };
+    let burst = rl.burst.unwrap_or(1).max(1);
+    let mut interval = per / count;
+    let kept = if burst >= 2 {
+        burst - 1
+    } else {
+        interval = interval.mul_f64(1.05);
+        1
+    };
+    let nz = NonZeroU32::new(kept).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(interval.max(Duration::from_micros(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(nz)
+}
+
+/// Counters shown by `providers` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub creates: AtomicU64,
+    pub polls: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub retries: AtomicU64,
+    pub errors: AtomicU64,
+    pub webhooks: AtomicU64,
+}
+
+/// One configured provider at run time.
+#[derive(Debug)]
+pub struct ProviderRt {
+    pub name: String,
+    pub adapter: Arc<dyn Provider>,
+    pub limits: RwLock<Limits>,
+    cooldown_until: Mutex<Option<Instant>>,
+    consecutive_429: AtomcU32,
+    /// Set by a 402; cleared by a config reload.
+    pub paused: AtomicBool,
+    pub in_flight: AtomicUsize,
+    pub wake: Notify,
+    pub counters: Counters,
+}
+
+type AtomcU32 = std::sync::atomic::AtomicU32;
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere while holding it; the
+    // limits inside are plain values that are always consistent.
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ProviderRt {
+    pub fn cooldown_remaining(&self) -> Option<Duration> {
+        let until = (*lock(&self.cooldown_until))?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
+    fn cool_down(&self, retry_after: Option<Duration>) {
+        let n = self.consecutive_429.fetch_add(1, Ordering::Relaxed).min(6);
+        let wait = retry_after.unwrap_or_else(|| {
+            let base = Duration::from_secs(1u64 << n);
+            base + jitter(base / 4)
+        });
+        let until = Instant::now() + wait;
+        let mut cd = lock(&self.cooldown_until);
+        if cd.is_none_or(|t| t < until) {
+            *cd = Some(until);
+        }
+        tracing::warn!(provider = %self.name, wait_ms = wait.as_millis() as u64, "provider answered 429: cooling down");
+    }
+
+    /// Waits for the provider's cool-down and a rate permit. Every request
+    /// to the provider passes here. False if shutdown came first.
+    pub async fn permit(&self, cancel: &CancellationToken) -> bool {
+        loop {
+            if let Some(wait) = self.cooldown_remaining() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return false,
+                }
+                continue;
+            }
+            let limiter = read(&self.limits).limiter.clone();
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = cancel.cancelled() => return false,
+            }
+            if self.cooldown_remaining().is_none() {
+                self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+    }
+
+    fn ok_answer(&self) {
+        self.consecutive_429.store(0, Ordering::Relaxed);
+    }
+}
+
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return max;
+    }
+    Duration::from_millis(rand::thread_rng().gen_range(0..=max.as_millis() as u64))
+}
+
+/// Messages to the poll scheduler.
+#[derive(Debug)]
+enum Sched {
+    Track { key: String, provider: String, provider_job_id: String },
+    /// A webhook named this job: poll it now (`verified`) or soon.
+    Due { provider: String, provider_job_id: String, verified: bool },
+    Polled { key: String, done: bool, progress: Option<u8> },
+    Untrack { key: String },
+}
+
+pub struct Runtime {
+    pub store: SledStore,
+    pub providers: BTreeMap<String, Arc<ProviderRt>>,
+    /// Stops dispatch and polling (SIGTERM).
+    pub cancel: CancellationToken,
+    /// Submit and poll tasks, awaited (bounded) on shutdown.
+    pub tracker: TaskTracker,
+    sched: mpsc::UnboundedSender<Sched>,
+    /// Present when `daemon.output_dir` is set.
+    pub downloads: Option<Arc<crate::results::Downloader>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Opens the store, builds the adapters and starts every task.
+    pub fn start(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Arc<Runtime>> {
+        use anyhow::Context;
+        std::fs::create_dir_all(&cfg.daemon.data_dir)
+            .with_context(|| format!("creating data_dir {}", cfg.daemon.data_dir.display()))?;
+        let store = SledStore::open(&cfg.daemon.data_dir.join("db"))?;
+        let client = switchyard_provider::default_client(cfg.daemon.request_timeout)?;
+        let mut providers = BTreeMap::new();
+        for (name, pc) in &cfg.providers {
+            let settings = switchyard_provider::Settings {
+                base_url: pc.base_url(),
+                api_key: pc.api_key()?,
+                webhook_secret: pc.webhook_secret()?,
+            };
+            if settings.api_key.is_none() {
+                tracing::warn!(provider = %name, "no API key configured (api_key_env / api_key_file)");
+            }
+            let adapter = switchyard_provider::build(pc.kind, settings, client.clone());
+            providers.insert(
+                name.clone(),
+                Arc::new(ProviderRt {
+                    name: name.clone(),
+                    adapter,
+                    limits: RwLock::new(Limits::from_config(pc)),
+                    cooldown_until: Mutex::new(None),
+                    consecutive_429: AtomcU32::new(0),
+                    paused: AtomicBool::new(false),
+                    in_flight: AtomicUsize::new(0),
+                    wake: Notify::new(),
+                    counters: Counters::default(),
+                }),
+            );
+        }
+        let downloads = match &cfg.daemon.output_dir {
+            Some(dir) => Some(Arc::new(crate::results::Downloader::new(dir.clone(), 4)?)),
+            None => None,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rt = Arc::new(Runtime {
+            downloads,
+            store,
+            providers,
+            cancel,
+            tracker: TaskTracker::new(),
+            sched: tx,
+        });
+        tokio::spawn(scheduler(rt.clone(), rx));
+        rt.recover()?;
+        for p in rt.providers.values() {
+            tokio::spawn(dispatch_loop(rt.clone(), p.clone()));
+        }
+        Ok(rt)
+    }
+
+    /// After a restart: live jobs are polled again, jobs caught between
+    /// sending a create and recording its answer are reconciled.
+    fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+        for job in self.store.list(&Default::default())? {
+            let Some(p) = self.providers.get(&job.provider) else {
+                continue;
+            };
+            if job.state.is_in_flight() {
+                p.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
+            match job.state {
+                JobState::Pending | JobState::Processing => {
+                    if let Some(id) = job.provider_job_id.clone() {
+                        self.track(&job.key, &job.provider, &id);
+                    }
+                }
+                JobState::Completed if job.output_files.is_empty() && !job.output_urls.is_empty() => {
+                    self.download(&job);
+                }
+                JobState::Submitting => {
+                    let rt = self.clone();
+                    let p = p.clone();
+                    self.tracker.spawn(async move { rt.reconcile(p, job).await });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile(self: Arc<Self>, p: Arc<ProviderRt>, job: Job) {
+        if p.adapter.idempotent_create() {
+            tracing::info!(key = %job.key, provider = %p.name, "resending create after restart (the provider deduplicates by key)");
+            self.submit(p, job, false).await;
+            return;
+        }
+        let found = if p.permit(&self.cancel).await {
+            p.adapter.find_by_key(&job.key, &job.params).await
+        } else {
+            return;
+        };
+        match found {
+            Ok(Lookup::Found(st)) => {
+                tracing::info!(key = %job.key, id = %st.provider_job_id, "found the job at the provider after restart");
+                self.record(&p, &job.key, JobState::Submitting, st).await;
+            }
+            Ok(Lookup::NotFound) => {
+                tracing::info!(key = %job.key, "the provider never received the create: queued again");
+                self.requeue(&p, &job.key, "not found at the provider after restart", None)
+                    .await;
+            }
+            Ok(Lookup::Unsupported) | Err(_) => {
+                let why = match found {
+                    Err(e) => format!("could not ask the provider after a restart: {e}"),
+                    _ => "the daemon stopped after sending the create call and the provider cannot be asked whether it arrived".into(),
+                };
+                let err = JobError::new("uncertain", why.clone());
+                let edit = move |j: &mut Job| j.error = Some(err.clone());
+                if let Err(e) = self.store.apply(
+                    &job.key,
+                    JobState::Submitting,
+                    Change::to(JobState::Uncertain, why).edit(&edit),
+                ) {
+                    tracing::error!(key = %job.key, "marking uncertain: {e}");
+                }
+                let _ = self.store.sync().await;
+                p.in_flight.fetch_sub(1, Ordering::Relaxed);
+                p.wake.notify_one();
+            }
+        }
+    }
+
+    /// Starts the download of a completed job's outputs, if configured.
+    fn download(&self, job: &Job) {
+        if let Some(d) = self.downloads.clone() {
+            let store = self.store.clone();
+            let job = job.clone();
+            self.tracker.spawn(async move { d.fetch_job(&store, &job).await });
+        }
+    }
+
+    fn track(&self, key: &str, provider: &str, provider_job_id: &str) {
+        let _ = self.sched.send(Sched::Track {
+            key: key.into(),
+            provider: provider.into(),
+            provider_job_id: provider_job_id.into(),
+        });
+    }
+
+    /// A webhook arrived for this job.
+    pub fn due(&self, provider: &str, provider_job_id: &str, verified: bool) {
+        let _ = self.sched.send(Sched::Due {
+            provider: provider.into(),
+            provider_job_id: provider_job_id.into(),
+            verified,
+        });
+    }
+
+    pub fn wake_all(&self) {
+        for p in self.providers.values() {
+            p.wake.notify_one();
+        }
+    }
+
+    /// Sends the create call for a job already moved to `submitting` (and
+    /// flushed), retrying transient failures within `max_attempts`.
+    /// `have_permit`: the dispatcher already took this request's rate permit.
+    async fn submit(self: Arc<Self>, p: Arc<ProviderRt>, job: Job, mut have_permit: bool) {
+        let mut attempt = job.attempts.max(1);
+        loop {
+            if !have_permit && !p.permit(&self.cancel).await {
+                return; // shutdown: the job stays `submitting`; restart reconciles it
+            }
+            have_permit = false;
+            p.counters.creates.fetch_add(1, Ordering::Relaxed);
+            let res = p.adapter.create(&job.key, &job.params).await;
+            match res {
+                Ok(st) => {
+                    p.ok_answer();
+                    self.record(&p, &job.key, JobState::Submitting, st).await;
+                    return;
+                }
+                Err(ProviderError::RateLimited { retry_after }) => {
+                    p.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    p.cool_down(retry_after);
+                    self.requeue(&p, &job.key, "provider rate limit (429)", Some(HeldBy::Rate))
+                        .await;
+                    return;
+                }
+                Err(ProviderError::InsufficientCredits(msg)) => {
+                    p.paused.store(true, Ordering::Relaxed);
+                    tracing::error!(provider = %p.name, "provider reports insufficient credits (402): dispatch paused until the config is reloaded: {msg}");
+                    self.requeue(&p, &job.key, "provider has no credits left (402)", Some(HeldBy::Paused))
+                        .await;
+                    return;
+                }
+                Err(ProviderError::Transient(msg)) => {
+                    p.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    let max = read(&p.limits).max_attempts;
+                    if !p.adapter.idempotent_create() {
+                        // The create may have arrived: ask before sending again.
+                        if !p.permit(&self.cancel).await {
+                            return;
+                        }
+                        match p.adapter.find_by_key(&job.key, &job.params).await {
+                            Ok(Lookup::Found(st)) => {
+                                self.record(&p, &job.key, JobState::Submitting, st).await;
+                                return;
+                            }
+                            Ok(Lookup::NotFound) => {}
+                            _ => {
+                                self.uncertain(&p, &job.key, &msg).await;
+                                return;
+                            }
+                        }
+                    }
+                    if attempt >= max {
+                        let err = JobError::new("transient", format!("{msg} (after {attempt} attempts)"));
+                        self.fail(&p, &job.key, JobState::Submitting, err).await;
+                        return;
+                    }
+                    p.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    let backoff = backoff(attempt);
+                    tracing::info!(key = %job.key, attempt, backoff_ms = backoff.as_millis() as u64, "transient error on create, retrying: {msg}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.cancel.cancelled() => return,
+                    }
+                    attempt += 1;
+                    let edit = move |j: &mut Job| j.attempts = attempt;
+                    let _ = self.store.apply(&job.key, JobState::Submitting, Change::to(JobState::Submitting, "").edit(&edit));
+                    if self.store.sync().await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    p.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    let err = error_of(&e);
+                    self.fail(&p, &job.key, JobState::Submitting, err).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn uncertain(&self, p: &ProviderRt, key: &str, why: &str) {
+        let err = JobError::new("uncertain", format!("create answered with a transient error ({why}) and the provider cannot be asked whether the job exists"));
+        let edit = move |j: &mut Job| j.error = Some(err.clone());
+        if let Err(e) = self.store.apply(key, JobState::Submitting, Change::to(JobState::Uncertain, why).edit(&edit)) {
+            tracing::error!(%key, "marking uncertain: {e}");
+        }
+        let _ = self.store.sync().await;
+        p.in_flight.fetch_sub(1, Ordering::Relaxed);
+        p.wake.notify_one();
+    }
+
+    /// Back to the queue: the provider did not keep the create.
+    async fn requeue(&self, p: &ProviderRt, key: &str, why: &str, held: Option<HeldBy>) {
+        let edit = move |j: &mut Job| {
+            j.held_by = held;
+            j.attempts = j.attempts.saturating_sub(1);
+        };
+        let change = Change::to(JobState::Queued, why)
+            .ledger(LedgerOp::Release)
+            .edit(&edit);
+        if let Err(e) = self.store.apply(key, JobState::Submitting, change) {
+            tracing::error!(%key, "requeue: {e}");
+        }
+        let _ = self.store.sync().await;
+        p.in_flight.fetch_sub(1, Ordering::Relaxed);
+        p.wake.notify_one();
+    }
+
+    async fn fail(&self, p: &ProviderRt, key: &str, from: JobState, err: JobError) {
+        tracing::warn!(%key, code = %err.code, "job failed: {}", err.message);
+        let note = format!("{}: {}", err.code, err.message);
+        let edit = move |j: &mut Job| j.error = Some(err.clone());
+        let change = Change::to(JobState::Failed, note)
+            .ledger(LedgerOp::Release)
+            .edit(&edit);
+        match self.store.apply(key, from, change) {
+            Ok(_) => {
+                p.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(%key, "recording failure: {e}"),
+        }
+        let _ = self.store.sync().await;
+        let _ = self.sched.send(Sched::Untrack { key: key.into() });
+        p.wake.notify_one();
+    }
+
+    /// Records what the provider said about a job in state `from`. Returns
+    /// the job's new state, or `None` if the store refused (e.g. the job was
+    /// cancelled meanwhile).
+    async fn record(&self, p: &ProviderRt, key: &str, from: JobState, st: RemoteStatus) -> Option<JobState> {
+        let to: JobState = st.state.into();
+        let ledger = if to.is_terminal() {
+            let charged = st.credits_charged;
+            let refunded = st.credits_refunded.unwrap_or(0);
+            match (to, charged) {
+                (JobState::Completed, c) => {
+                    // Without a reported charge, the estimate is the best fact.
+                    let c = c.unwrap_or(u64::MAX);
+                    LedgerOp::Settle { charged: c.saturating_sub(refunded) }
+                }
+                (_, Some(c)) if c > refunded => LedgerOp::Settle { charged: c - refunded },
+                _ => LedgerOp::Release,
+            }
+        } else {
+            LedgerOp::None
+        };
+        let note = match &st.error {
+            Some(e) => format!("{} ({}: {})", st.raw_status, e.code, e.message),
+            None => st.raw_status.clone(),
+        };
+        let st2 = st.clone();
+        let edit = move |j: &mut Job| {
+            j.provider_job_id = Some(st2.provider_job_id.clone());
+            j.provider_status = Some(st2.raw_status.clone());
+            if st2.progress.is_some() {
+                j.progress = st2.progress;
+            }
+            if st2.state == RemoteState::Completed {
+                j.progress = Some(100);
+            }
+            if st2.stage.is_some() {
+                j.stage = st2.stage.clone();
+            }
+            if !st2.output_urls.is_empty() {
+                j.output_urls = st2.output_urls.clone();
+            }
+            if st2.error.is_some() {
+                j.error = st2.error.clone();
+            }
+        };
+        // Settle with an unknown charge uses the reservation: resolve it here
+        // where the job is known.
+        let ledger = match ledger {
+            LedgerOp::Settle { charged: u64::MAX } => match self.store.get(key) {
+                Ok(Some(j)) => LedgerOp::Settle { charged: j.credits_reserved },
+                _ => LedgerOp::Release,
+            },
+            other => other,
+        };
+        let change = Change::to(to, note).ledger(ledger).edit(&edit);
+        match self.store.apply(key, from, change) {
+            Ok(job) => {
+                if from == JobState::Submitting || to != from {
+                    let _ = self.store.sync().await;
+                }
+                if job.state.is_terminal() {
+                    p.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    p.wake.notify_one();
+                    tracing::info!(%key, state = %job.state, "job finished");
+                    if job.state == JobState::Completed && !job.output_urls.is_empty() {
+                        self.download(&job);
+                    }
+                } else if from == JobState::Submitting || from == JobState::Uncertain {
+                    self.track(key, &p.name, &st.provider_job_id);
+                }
+                Some(job.state)
+            }
+            Err(StoreError::StateMismatch { .. }) => None,
+            Err(e) => {
+                tracing::error!(%key, "recording status: {e}");
+                None
+            }
+        }
+    }
+
+    /// One poll of one job; reports back to the scheduler.
+    async fn poll(self: Arc<Self>, key: String, provider: String, id: String) {
+        let Some(p) = self.providers.get(&provider).cloned() else {
+            return;
+        };
+        let done = |progress: Option<u8>, done: bool| Sched::Polled { key: key.clone(), done, progress };
+        let job = match self.store.get(&key) {
+            Ok(Some(j)) if j.state.is_live() => j,
+            _ => {
+                let _ = self.sched.send(done(None, true));
+                return;
+            }
+        };
+        let timeout = read(&p.limits).poll.timeout;
+        if job_age(&job) > timeout {
+            if p.permit(&self.cancel).await {
+                let _ = p.adapter.cancel(&id).await;
+            }
+            let err = JobError::new("timeout", format!("no result within the provider's poll timeout of {}", humantime::format_duration(timeout)));
+            self.fail(&p, &key, job.state, err).await;
+            let _ = self.sched.send(done(None, true));
+            return;
+        }
+        if !p.permit(&self.cancel).await {
+            return;
+        }
+        p.counters.polls.fetch_add(1, Ordering::Relaxed);
+        match p.adapter.status(&id).await {
+            Ok(st) => {
+                p.ok_answer();
+                let progress = st.progress;
+                let new = self.record(&p, &key, job.state, st).await;
+                let finished = new.is_none_or(|s| !s.is_live());
+                let _ = self.sched.send(done(progress, finished));
+            }
+            Err(ProviderError::RateLimited { retry_after }) => {
+                p.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                p.cool_down(retry_after);
+                let _ = self.sched.send(done(None, false));
+            }
+            Err(e) => {
+                p.counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%key, "poll failed: {e}");
+                let _ = self.sched.send(done(None, false));
+            }
+        }
+    }
+
+    /// User cancel: queued and uncertain jobs locally, live ones at the
+    /// provider (whose rules apply).
+    pub async fn cancel_job(&self, key: &str) -> Result<Job, ApiError> {
+        let job = self.store.get(key)?.ok_or_else(|| ApiError::not_found(key))?;
+        let p = self.providers.get(&job.provider).cloned();
+        match job.state {
+            JobState::Queued | JobState::Uncertain => {
+                let j = self.store.apply(key, job.state, Change::to(JobState::Cancelled, "cancelled by user").ledger(LedgerOp::Release))?;
+                self.store.sync().await?;
+                if job.state == JobState::Uncertain {
+                    if let Some(p) = &p {
+                        p.wake.notify_one();
+                    }
+                }
+                Ok(j)
+            }
+            JobState::Pending | JobState::Processing => {
+                let (Some(p), Some(id)) = (p, job.provider_job_id.clone()) else {
+                    return Err(ApiError::conflict("job has no provider id to cancel"));
+                };
+                if !p.permit(&self.cancel).await {
+                    return Err(ApiError::unavailable("shutting down"));
+                }
+                match p.adapter.cancel(&id).await {
+                    Ok(mut st) => {
+                        if st.state != RemoteState::Cancelled {
+                            st.state = RemoteState::Cancelled;
+                        }
+                        self.record(&p, key, job.state, st).await;
+                        let _ = self.sched.send(Sched::Untrack { key: key.into() });
+                        Ok(self.store.get(key)?.ok_or_else(|| ApiError::not_found(key))?)
+                    }
+                    Err(e @ (ProviderError::Conflict { .. } | ProviderError::Unsupported(_))) => {
+                        Err(ApiError::conflict(&format!("the provider refused to cancel: {e}")))
+                    }
+                    Err(e) => Err(ApiError::bad_gateway(&e.to_string())),
+                }
+            }
+            JobState::Submitting => Err(ApiError::conflict("the job is being submitted; try again in a moment")),
+            s => Err(ApiError::conflict(&format!("the job is already {s}"))),
+        }
+    }
+
+    /// User retry: failed and uncertain jobs go back to the queue.
+    pub async fn retry_job(&self, key: &str) -> Result<Job, ApiError> {
+        let job = self.store.get(key)?.ok_or_else(|| ApiError::not_found(key))?;
+        if !matches!(job.state, JobState::Failed | JobState::Uncertain) {
+            return Err(ApiError::conflict(&format!(
+                "only failed or uncertain jobs can be retried; this one is {}",
+                job.state
+            )));
+        }
+        let edit = |j: &mut Job| {
+            j.error = None;
+            j.provider_job_id = None;
+            j.provider_status = None;
+            j.progress = None;
+            j.stage = None;
+            j.attempts = 0;
+        };
+        let j = self.store.apply(key, job.state, Change::to(JobState::Queued, "retried by user").ledger(LedgerOp::Release).edit(&edit))?;
+        self.store.sync().await?;
+        if let Some(p) = self.providers.get(&job.provider) {
+            if job.state == JobState::Uncertain {
+                p.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            p.wake.notify_one();
+        }
+        Ok(j)
+    }
+
+    /// SIGHUP: new limits, budgets and polling settings for known providers.
+    pub fn reload(&self, cfg: &Config) {
+        for (name, pc) in &cfg.providers {
+            match self.providers.get(name) {
+                Some(p) => {
+                    let mut l = p.limits.write().unwrap_or_else(|e| e.into_inner());
+                    let new = Limits::from_config(pc);
+                    let limiter = if new.rate_limit == l.rate_limit { l.limiter.clone() } else { new.limiter.clone() };
+                    *l = Limits { limiter, ..new };
+                    p.paused.store(false, Ordering::Relaxed);
+                    p.wake.notify_one();
+                }
+                None => tracing::warn!(provider = %name, "new provider in the reloaded config: takes effect at the next restart"),
+            }
+        }
+        tracing::info!("configuration reloaded: limits, budgets and polling settings updated");
+    }
+}
+
+fn job_age(job: &Job) -> Duration {
+    humantime::parse_rfc3339(&job.created_at)
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500u64 << attempt.min(6));
+    base + jitter(base / 2)
+}
+
+fn error_of(e: &ProviderError) -> JobError {
+    match e {
+        ProviderError::Permanent { code, message } | ProviderError::Conflict { code, message } => {
+            JobError::new(code.clone(), message.clone())
+        }
+        ProviderError::NotFound(m) => JobError::new("not_found", m.clone()),
+        other => JobError::new("provider_error", other.to_string()),
+    }
+}
+
+/// Takes the next queued job of one provider whenever its limits allow.
+async fn dispatch_loop(rt: Arc<Runtime>, p: Arc<ProviderRt>) {
+    loop {
+        if rt.cancel.is_cancelled() {
+            return;
+        }
+        let progressed = dispatch_once(&rt, &p).await;
+        if !progressed {
+            tokio::select! {
+                _ = p.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = rt.cancel.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
+    let job = match rt.store.next_queued(&p.name, 1) {
+        Ok(v) => match v.into_iter().next() {
+            Some(j) => j,
+            None => return false,
+        },
+        Err(e) => {
+            tracing::error!(provider = %p.name, "reading the queue: {e}");
+            return false;
+        }
+    };
+    let hold = |why: HeldBy| {
+        if job.held_by != Some(why) {
+            let _ = rt.store.set_held(&job.key, Some(why));
+        }
+        false
+    };
+    if p.paused.load(Ordering::Relaxed) {
+        return hold(HeldBy::Paused);
+    }
+    let (max_in_flight, budget) = {
+        let l = read(&p.limits);
+        (l.max_in_flight, l.budget)
+    };
+    if p.in_flight.load(Ordering::Relaxed) >= max_in_flight as usize {
+        return hold(HeldBy::Concurrency);
+    }
+    let estimate = p.adapter.estimate_credits(&job.params);
+    let period = budget.map(|b| b.period).unwrap_or_default().current_id();
+    if let Some(b) = budget {
+        let used = rt.store.ledger(&p.name, &period).map(|e| e.used()).unwrap_or(u64::MAX);
+        if used.saturating_add(estimate) > b.credits {
+            return hold(HeldBy::Budget);
+        }
+    }
+    let limiter = read(&p.limits).limiter.clone();
+    if p.cooldown_remaining().is_some() || limiter.check().is_err() {
+        hold(HeldBy::Rate);
+        if !p.permit(&rt.cancel).await {
+            return false;
+        }
+    } else {
+        p.counters.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let edit = |j: &mut Job| {
+        j.attempts += 1;
+        j.error = None;
+    };
+    let change = Change::to(JobState::Submitting, "dispatched")
+        .ledger(LedgerOp::Reserve {
+            period,
+            amount: estimate,
+            limit: budget.map(|b| b.credits),
+        })
+        .edit(&edit);
+    let job = match rt.store.apply(&job.key, JobState::Queued, change) {
+        Ok(j) => j,
+        Err(StoreError::OverBudget { .. }) => return hold(HeldBy::Budget),
+        Err(StoreError::StateMismatch { .. }) => return true,
+        Err(e) => {
+            tracing::error!(key = %job.key, "dispatch: {e}");
+            return false;
+        }
+    };
+    // The create call must never be sent before `submitting` is on disk.
+    if let Err(e) = rt.store.sync().await {
+        tracing::error!("flushing before submit: {e}");
+        return false;
+    }
+    p.in_flight.fetch_add(1, Ordering::Relaxed);
+    let (rt2, p2) = (rt.clone(), p.clone());
+    // The permit taken above is the create's own: one permit per request.
+    rt.tracker.spawn(async move { rt2.submit(p2, job, true).await });
+    true
+}
+
+struct Tracked {
+    provider: String,
+    provider_job_id: String,
+    dq: Option<delay_queue::Key>,
+    polls: u32,
+    since: Instant,
+    last_poll: Option<Instant>,
+}
+
+/// Next poll delay: the configured progressive schedule, then growing by
+/// half each time up to `max`; when the provider reports progress, aim near
+/// the predicted finish instead if that comes sooner. Jittered ±10 %.
+pub fn next_delay(poll: &PollConfig, polls: u32, elapsed: Duration, progress: Option<u8>) -> Duration {
+    let sched = &poll.schedule;
+    let last = sched.last().copied().unwrap_or(Duration::from_secs(10));
+    let n = polls as usize;
+    let mut d = if n < sched.len() {
+        sched[n]
+    } else {
+        let extra = (n - sched.len() + 1).min(20) as i32;
+        last.mul_f64(1.5f64.powi(extra))
+    };
+    if let Some(p) = progress.filter(|p| (1..100).contains(p)) {
+        let remaining = elapsed.mul_f64((100 - p) as f64 / p as f64);
+        let floor = sched.first().copied().unwrap_or(Duration::from_secs(1));
+        d = d.min(remaining.max(floor));
+    }
+    let d = d.min(poll.max);
+    let j = d.as_secs_f64() * 0.1;
+    let f = rand::thread_rng().gen_range(-j..=j);
+    Duration::from_secs_f64((d.as_secs_f64() + f).max(0.05))
+}
+
+async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
+    use futures::StreamExt;
+    let mut dq: DelayQueue<String> = DelayQueue::new();
+    let mut jobs: HashMap<String, Tracked> = HashMap::new();
+    let mut by_id: HashMap<(String, String), String> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = rt.cancel.cancelled() => return,
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return };
+                match msg {
+                    Sched::Track { key, provider, provider_job_id } => {
+                        if jobs.contains_key(&key) {
+                            continue;
+                        }
+                        let first = rt.providers.get(&provider)
+                            .map(|p| read(&p.limits).poll.schedule.first().copied().unwrap_or(Duration::from_secs(3)))
+                            .unwrap_or(Duration::from_secs(3));
+                        let k = dq.insert(key.clone(), first);
+                        by_id.insert((provider.clone(), provider_job_id.clone()), key.clone());
+                        jobs.insert(key, Tracked { provider, provider_job_id, dq: Some(k), polls: 0, since: Instant::now(), last_poll: None });
+                    }
+                    Sched::Due { provider, provider_job_id, verified } => {
+                        let Some(key) = by_id.get(&(provider, provider_job_id)) else { continue };
+                        let Some(t) = jobs.get_mut(key) else { continue };
+                        let min_gap = rt.providers.get(&t.provider)
+                            .map(|p| read(&p.limits).poll.schedule.first().copied().unwrap_or_default())
+                            .unwrap_or_default();
+                        let recent = t.last_poll.is_some_and(|l| l.elapsed() < min_gap);
+                        if let Some(k) = &t.dq {
+                            if verified || !recent {
+                                dq.reset(k, Duration::ZERO);
+                            }
+                        }
+                    }
+                    Sched::Polled { key, done, progress } => {
+                        if done {
+                            if let Some(t) = jobs.remove(&key) {
+                                by_id.remove(&(t.provider, t.provider_job_id));
+                            }
+                            continue;
+                        }
+                        let Some(t) = jobs.get_mut(&key) else { continue };
+                        let poll = rt.providers.get(&t.provider).map(|p| read(&p.limits).poll.clone()).unwrap_or_default();
+                        let d = next_delay(&poll, t.polls, t.since.elapsed(), progress);
+                        t.dq = Some(dq.insert(key.clone(), d));
+                    }
+                    Sched::Untrack { key } => {
+                        if let Some(t) = jobs.remove(&key) {
+                            if let Some(k) = t.dq {
+                                dq.try_remove(&k);
+                            }
+                            by_id.remove(&(t.provider, t.provider_job_id));
+                        }
+                    }
+                }
+            }
+            Some(expired) = dq.next(), if !dq.is_empty() => {
+                let key = expired.into_inner();
+                let Some(t) = jobs.get_mut(&key) else { continue };
+                t.dq = None;
+                t.polls += 1;
+                t.last_poll = Some(Instant::now());
+                let rt2 = rt.clone();
+                let (provider, id) = (t.provider.clone(), t.provider_job_id.clone());
+                rt.tracker.spawn(async move { rt2.poll(key, provider, id).await });
+            }
+        }
+    }
+}
+
+/// Errors of the control API, rendered as `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn not_found(key: &str) -> Self {
+        ApiError { status: 404, code: "not_found", message: format!("no job with key {key:?}") }
+    }
+    pub fn conflict(m: &str) -> Self {
+        ApiError { status: 409, code: "conflict", message: m.into() }
+    }
+    pub fn unavailable(m: &str) -> Self {
+        ApiError { status: 503, code: "unavailable", message: m.into() }
+    }
+    pub fn bad_gateway(m: &str) -> Self {
+        ApiError { status: 502, code: "provider_error", message: m.into() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(k) => ApiError::not_found(&k),
+            StoreError::StateMismatch { .. } | StoreError::Illegal(_) => ApiError::conflict(&e.to_string()),
+            other => ApiError { status: 500, code: "storage", message: other.to_string() },
+        }
+    }
+}
