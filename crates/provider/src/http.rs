@@ -320,6 +320,7 @@ impl Transport {
         };
         match error {
             ProviderError::Transient(m) => ProviderError::Transient(clean(m)),
+            ProviderError::Unavailable(m) => ProviderError::Unavailable(clean(m)),
             ProviderError::InsufficientCredits(m) => ProviderError::InsufficientCredits(clean(m)),
             ProviderError::NotFound(m) => ProviderError::NotFound(clean(m)),
             ProviderError::Conflict { code, message } => ProviderError::Conflict {
@@ -353,10 +354,14 @@ fn transport_error(method: &Method, e: &reqwest::Error) -> ProviderError {
             message: error_chain(e),
         };
     }
+    if e.is_connect() && !e.is_timeout() {
+        return ProviderError::Unavailable(format!(
+            "{method} request could not connect: {}",
+            error_chain(e)
+        ));
+    }
     let what = if e.is_timeout() {
         "timed out (the provider may still have acted on it)"
-    } else if e.is_connect() {
-        "could not connect"
     } else {
         "failed in transit (the provider may still have acted on it)"
     };
@@ -427,6 +432,7 @@ pub fn classify(
         408 | 425 => {
             ProviderError::Transient(format!("HTTP {} ({code}): {message}", status.as_u16()))
         }
+        503 => ProviderError::Unavailable(format!("HTTP 503 ({code}): {message}")),
         400..=499 => ProviderError::Permanent { code, message },
         _ => ProviderError::Transient(format!("HTTP {} ({code}): {message}", status.as_u16())),
     }
@@ -889,9 +895,10 @@ mod tests {
         for s in [400, 401, 403, 422] {
             assert!(matches!(c(s), ProviderError::Permanent { .. }), "{s}");
         }
-        for s in [500, 502, 503, 504] {
+        for s in [500, 502, 504] {
             assert!(matches!(c(s), ProviderError::Transient(_)), "{s}");
         }
+        assert!(matches!(c(503), ProviderError::Unavailable(_)));
         assert_eq!(c(429), ProviderError::RateLimited { retry_after: None });
     }
 

@@ -90,9 +90,15 @@ pub enum ProviderError {
     /// 429: the whole provider cools down for `retry_after` (or backoff).
     #[error("rate limited by the provider (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
-    /// 5xx, timeouts, connection errors, malformed bodies: retry with backoff.
+    /// 5xx, timeouts, dropped connections, malformed bodies: retry with
+    /// backoff. The provider may have acted on the request (a create may
+    /// exist), so a non-idempotent create is never simply resent.
     #[error("transient provider error: {0}")]
     Transient(String),
+    /// The provider certainly did not act on the request: the connection was
+    /// refused, or it answered 503 Service Unavailable. Safe to resend.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
     /// 402: pause dispatch to this provider; the job stays queued.
     #[error("insufficient credits at the provider: {0}")]
     InsufficientCredits(String),
@@ -112,7 +118,9 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ProviderError::RateLimited { .. } | ProviderError::Transient(_)
+            ProviderError::RateLimited { .. }
+                | ProviderError::Transient(_)
+                | ProviderError::Unavailable(_)
         )
     }
 }

@@ -83,7 +83,7 @@ async fn not_found() {
 
 #[tokio::test]
 async fn server_errors_are_transient() {
-    for status in [500, 502, 503, 504] {
+    for status in [500, 502, 504] {
         for err in status_errors(Reply::new(status, "<html>Bad Gateway</html>")).await {
             assert!(
                 matches!(err, ProviderError::Transient(_)),
@@ -165,7 +165,7 @@ async fn client_errors_are_permanent_with_the_providers_code() {
 }
 
 #[tokio::test]
-async fn timeouts_and_refused_connections_are_transient() {
+async fn timeouts_are_transient_and_refused_connections_unavailable() {
     let server = FakeServer::fixed(Reply::ok("{}").delayed(Duration::from_secs(3))).await;
     let client = switchyard_provider::default_client(Duration::from_millis(200)).unwrap();
     for kind in ProviderKind::ALL {
@@ -190,9 +190,16 @@ async fn timeouts_and_refused_connections_are_transient() {
         let p = build(kind, settings, crate::common::client());
         let err = p.status("job-1").await.unwrap_err();
         assert!(
-            matches!(err, ProviderError::Transient(_)),
-            "{kind}: {err:?}"
+            matches!(err, ProviderError::Unavailable(_)),
+            "a refused connection never reached the provider: {kind}: {err:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn service_unavailable_means_not_acted_on() {
+    for err in status_errors(Reply::new(503, "<html>Service Unavailable</html>")).await {
+        assert!(matches!(err, ProviderError::Unavailable(_)), "{err:?}");
     }
 }
 
