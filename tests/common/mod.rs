@@ -51,6 +51,25 @@ pub fn write_config(sim: &SimServer, providers: &[P<'_>], daemon_extra: &str) ->
     Env { url: format!("http://127.0.0.1:{port}"), dir, config }
 }
 
+/// A daemon child process that is killed if the test ends early (panics):
+/// a failing test must not leave daemons behind.
+pub struct Guard(pub Option<Child>);
+
+impl Guard {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("daemon already taken")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 pub fn start_daemon(env: &Env) -> Child {
     let child = Command::new(BIN)
         .args(["daemon", "--config"])

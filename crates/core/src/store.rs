@@ -13,11 +13,12 @@
 //! outside world before their write is on disk await it, others don't.
 
 use crate::budget::{LedgerEntry, LedgerOp};
-use crate::model::{now_rfc3339, HeldBy, Job, JobSpec, Transition};
+use crate::model::{now_rfc3339, Job, JobSpec, Transition};
 use crate::state::{JobState, TransitionError};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,8 +119,6 @@ pub trait Store: Send + Sync + 'static {
     /// Compare-and-swap: applies `change` only if the job is in `expect` and
     /// `expect -> change.to` is legal (or equal, for field-only updates).
     fn apply(&self, key: &str, expect: JobState, change: Change<'_>) -> Result<Job, StoreError>;
-    /// Marks why a queued job waits; not a transition, not in the history.
-    fn set_held(&self, key: &str, held: Option<HeldBy>) -> Result<(), StoreError>;
     fn ledger(&self, provider: &str, period: &str) -> Result<LedgerEntry, StoreError>;
     /// Makes every write made before the call durable. Concurrent callers
     /// share one flush.
@@ -197,7 +196,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 
 /// A flush request. It carries its own handle to the database so that the
 /// flusher holds none while idle: dropping the store really closes it.
-type Waiter = (sled::Db, oneshot::Sender<Result<(), String>>);
+type Waiter = (sled::Db, Arc<AtomicU64>, oneshot::Sender<Result<(), String>>);
 
 /// The sled implementation of [`Store`].
 #[derive(Clone)]
@@ -208,6 +207,7 @@ pub struct SledStore {
     /// interleave with another intake (nothing else creates jobs).
     intake_lock: Arc<Mutex<()>>,
     flusher: mpsc::UnboundedSender<Waiter>,
+    flushes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -233,7 +233,13 @@ impl SledStore {
             tree,
             intake_lock: Arc::new(Mutex::new(())),
             flusher: tx,
+            flushes: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// How many group-commit flushes ran (for benchmarks).
+    pub fn flush_count(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 
     /// Flushes synchronously (for shutdown and tests outside async code).
@@ -260,11 +266,12 @@ impl SledStore {
 
 /// One flush serves every waiter that arrived while the previous flush ran.
 async fn group_commit(mut rx: mpsc::UnboundedReceiver<Waiter>) {
-    while let Some((db, first)) = rx.recv().await {
+    while let Some((db, count, first)) = rx.recv().await {
         let mut waiters = vec![first];
-        while let Ok((_, w)) = rx.try_recv() {
+        while let Ok((_, _, w)) = rx.try_recv() {
             waiters.push(w);
         }
+        count.fetch_add(1, Ordering::Relaxed);
         let res = match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
@@ -439,24 +446,6 @@ impl Store for SledStore {
             .map_err(tx_err)
     }
 
-    fn set_held(&self, key: &str, held: Option<HeldBy>) -> Result<(), StoreError> {
-        let jk = job_key(key);
-        self.tree
-            .transaction(|t| {
-                let Some(raw) = t.get(&jk)? else {
-                    return Ok(());
-                };
-                let mut job = decode_job(&jk, &raw).map_err(abort)?;
-                if job.state != JobState::Queued || job.held_by == held {
-                    return Ok(());
-                }
-                job.held_by = held;
-                t.insert(jk.clone(), encode(&job).map_err(abort)?)?;
-                Ok(())
-            })
-            .map_err(tx_err)
-    }
-
     fn ledger(&self, provider: &str, period: &str) -> Result<LedgerEntry, StoreError> {
         Ok(self
             .tree
@@ -468,7 +457,7 @@ impl Store for SledStore {
     async fn sync(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.flusher
-            .send((self.db.clone(), tx))
+            .send((self.db.clone(), self.flushes.clone(), tx))
             .map_err(|_| StoreError::Closed)?;
         rx.await
             .map_err(|_| StoreError::Closed)?

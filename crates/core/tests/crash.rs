@@ -3,6 +3,8 @@
 //! parent SIGKILLs it mid-stream, reopens the store, and checks that every
 //! reported transition survived and every job is in a legal, consistent state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! sled store and a plain in-memory model. After every step the store must
 //! agree with the model, and the ledger invariant must hold.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use switchyard_core::{Change, Filter, JobSpec, JobState, LedgerOp, SledStore, Store, StoreError};

@@ -1,5 +1,7 @@
 //! Behaviour of the sled store that the daemon relies on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use switchyard_core::{Change, Filter, JobSpec, JobState, LedgerOp, SledStore, Store, StoreError};
 
 fn spec(key: &str, provider: &str, priority: i32) -> JobSpec {

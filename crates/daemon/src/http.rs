@@ -54,16 +54,29 @@ async fn list_jobs(State(rt): State<Arc<Runtime>>, Query(q): Query<ListQuery>) -
         Some(s) => Some(s.parse::<JobState>().map_err(|m| ApiError { status: 400, code: "bad_request", message: m })?),
         None => None,
     };
-    let jobs = rt.store.list(&Filter { state, provider: q.provider })?;
+    let mut jobs = rt.store.list(&Filter { state, provider: q.provider })?;
+    for j in &mut jobs {
+        show_hold(&rt, j);
+    }
     Ok(Json(jobs).into_response())
 }
 
 async fn get_job(State(rt): State<Arc<Runtime>>, Path(key): Path<String>) -> Result<Response, ApiError> {
-    let job = rt.store.get(&key)?.ok_or_else(|| ApiError::not_found(&key))?;
+    let mut job = rt.store.get(&key)?.ok_or_else(|| ApiError::not_found(&key))?;
+    show_hold(&rt, &mut job);
     let history = rt.store.history(&key)?;
     let mut v = serde_json::to_value(job).map_err(|e| ApiError { status: 500, code: "internal", message: e.to_string() })?;
     v["history"] = serde_json::to_value(history).unwrap_or_default();
     Ok(Json(v).into_response())
+}
+
+/// `held_by` is derived: a queued job waits for what its provider's queue
+/// head waits for.
+fn show_hold(rt: &Runtime, job: &mut switchyard_core::Job) {
+    job.held_by = match job.state {
+        JobState::Queued => rt.providers.get(&job.provider).and_then(|p| p.hold()),
+        _ => None,
+    };
 }
 
 async fn cancel_job(State(rt): State<Arc<Runtime>>, Path(key): Path<String>) -> Result<Response, ApiError> {

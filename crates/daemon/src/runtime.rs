@@ -100,6 +100,10 @@ pub struct ProviderRt {
     pub in_flight: AtomicUsize,
     pub wake: Notify,
     pub counters: Counters,
+    /// Why the head of this provider's queue waits, if it does. Every queued
+    /// job waits behind the head (priority, then FIFO), so this one value is
+    /// what `held_by` shows for all of them: derived, never stored.
+    hold: Mutex<Option<HeldBy>>,
 }
 
 type AtomcU32 = std::sync::atomic::AtomicU32;
@@ -156,6 +160,14 @@ impl ProviderRt {
                 return true;
             }
         }
+    }
+
+    pub fn hold(&self) -> Option<HeldBy> {
+        *lock(&self.hold)
+    }
+
+    fn set_hold(&self, why: Option<HeldBy>) {
+        *lock(&self.hold) = why;
     }
 
     fn ok_answer(&self) {
@@ -229,6 +241,7 @@ impl Runtime {
                     in_flight: AtomicUsize::new(0),
                     wake: Notify::new(),
                     counters: Counters::default(),
+                    hold: Mutex::new(None),
                 }),
             );
         }
@@ -286,7 +299,7 @@ impl Runtime {
     async fn reconcile(self: Arc<Self>, p: Arc<ProviderRt>, job: Job) {
         if p.adapter.idempotent_create() {
             tracing::info!(key = %job.key, provider = %p.name, "resending create after restart (the provider deduplicates by key)");
-            self.submit(p, job, false).await;
+            self.submit(p, job).await;
             return;
         }
         let found = if p.permit(&self.cancel).await {
@@ -359,14 +372,12 @@ impl Runtime {
 
     /// Sends the create call for a job already moved to `submitting` (and
     /// flushed), retrying transient failures within `max_attempts`.
-    /// `have_permit`: the dispatcher already took this request's rate permit.
-    async fn submit(self: Arc<Self>, p: Arc<ProviderRt>, job: Job, mut have_permit: bool) {
+    async fn submit(self: Arc<Self>, p: Arc<ProviderRt>, job: Job) {
         let mut attempt = job.attempts.max(1);
         loop {
-            if !have_permit && !p.permit(&self.cancel).await {
+            if !p.permit(&self.cancel).await {
                 return; // shutdown: the job stays `submitting`; restart reconciles it
             }
-            have_permit = false;
             p.counters.creates.fetch_add(1, Ordering::Relaxed);
             let res = p.adapter.create(&job.key, &job.params).await;
             match res {
@@ -389,10 +400,13 @@ impl Runtime {
                         .await;
                     return;
                 }
-                Err(ProviderError::Transient(msg)) => {
+                Err(e @ (ProviderError::Transient(_) | ProviderError::Unavailable(_))) => {
                     p.counters.errors.fetch_add(1, Ordering::Relaxed);
                     let max = read(&p.limits).max_attempts;
-                    if !p.adapter.idempotent_create() {
+                    // `Unavailable`: the provider certainly did not act on it.
+                    let maybe_created = matches!(e, ProviderError::Transient(_));
+                    let msg = e.to_string();
+                    if maybe_created && !p.adapter.idempotent_create() {
                         // The create may have arrived: ask before sending again.
                         if !p.permit(&self.cancel).await {
                             return;
@@ -451,10 +465,10 @@ impl Runtime {
 
     /// Back to the queue: the provider did not keep the create.
     async fn requeue(&self, p: &ProviderRt, key: &str, why: &str, held: Option<HeldBy>) {
-        let edit = move |j: &mut Job| {
-            j.held_by = held;
-            j.attempts = j.attempts.saturating_sub(1);
-        };
+        if held.is_some() {
+            p.set_hold(held);
+        }
+        let edit = move |j: &mut Job| j.attempts = j.attempts.saturating_sub(1);
         let change = Change::to(JobState::Queued, why)
             .ledger(LedgerOp::Release)
             .edit(&edit);
@@ -752,9 +766,7 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
         }
     };
     let hold = |why: HeldBy| {
-        if job.held_by != Some(why) {
-            let _ = rt.store.set_held(&job.key, Some(why));
-        }
+        p.set_hold(Some(why));
         false
     };
     if p.paused.load(Ordering::Relaxed) {
@@ -775,15 +787,13 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
             return hold(HeldBy::Budget);
         }
     }
-    let limiter = read(&p.limits).limiter.clone();
-    if p.cooldown_remaining().is_some() || limiter.check().is_err() {
-        hold(HeldBy::Rate);
-        if !p.permit(&rt.cancel).await {
-            return false;
-        }
-    } else {
-        p.counters.requests.fetch_add(1, Ordering::Relaxed);
+    // The rate permit is taken by the submit task right before it sends, so
+    // the spacing the limiter creates is the spacing the provider sees; here
+    // only a 429 cool-down holds the queue.
+    if p.cooldown_remaining().is_some() {
+        return hold(HeldBy::Rate);
     }
+    p.set_hold(None);
     let edit = |j: &mut Job| {
         j.attempts += 1;
         j.error = None;
@@ -811,8 +821,7 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
     }
     p.in_flight.fetch_add(1, Ordering::Relaxed);
     let (rt2, p2) = (rt.clone(), p.clone());
-    // The permit taken above is the create's own: one permit per request.
-    rt.tracker.spawn(async move { rt2.submit(p2, job, true).await });
+    rt.tracker.spawn(async move { rt2.submit(p2, job).await });
     true
 }
 
