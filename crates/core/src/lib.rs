@@ -10,7 +10,9 @@ pub mod state;
 pub use model::{HeldBy, Job, JobError, JobSpec, ProviderKind, Transition};
 pub use secret::Secret;
 pub use state::{JobState, TransitionError};
+pub mod bench;
 pub mod budget;
+pub mod poll;
 pub mod store;
 
 pub use budget::{LedgerEntry, LedgerOp, Period};

@@ -1,0 +1,12 @@
+//! The store benchmark without building the daemon:
+//! `cargo run --release -p switchyard-core --example bench_store [JOBS]`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
+
+#[tokio::main]
+async fn main() {
+    let jobs = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let f = switchyard_core::bench::store(dir.path(), jobs, 256, 400).await.unwrap();
+    switchyard_core::bench::print(&f);
+}
