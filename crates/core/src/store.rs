@@ -420,14 +420,22 @@ impl Store for SledStore {
     }
 
     fn list(&self, filter: &Filter) -> Result<Vec<Job>, StoreError> {
+        // With a state, the index names exactly the jobs wanted: a restart
+        // with a million finished jobs reads only the live ones.
+        if let Some(state) = filter.state {
+            let prefix = match &filter.provider {
+                Some(p) => idx_prefix(state, p),
+                None => vec![P_IDX, state.code()],
+            };
+            let mut out = self.scan_jobs_by_index(&prefix, usize::MAX)?;
+            out.sort_by_key(|j| j.seq);
+            return Ok(out);
+        }
         self.write_out()?;
         let mut out = Vec::new();
         for item in self.tree.scan_prefix([P_JOB]) {
             let (k, v) = item?;
             let job = decode_job(&k, &v)?;
-            if filter.state.is_some_and(|s| s != job.state) {
-                continue;
-            }
             if filter.provider.as_ref().is_some_and(|p| *p != job.provider) {
                 continue;
             }

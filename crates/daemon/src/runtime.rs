@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use switchyard_core::{
-    Change, HeldBy, Job, JobError, JobState, LedgerOp, SledStore, Store, StoreError,
+    Change, Filter, HeldBy, Job, JobError, JobState, LedgerOp, SledStore, Store, StoreError,
 };
 use switchyard_provider::{Lookup, Provider, ProviderError, RemoteState, RemoteStatus};
 use tokio::sync::{mpsc, Notify};
@@ -162,6 +162,13 @@ impl ProviderRt {
         }
     }
 
+    /// Gives back an in-flight slot; never wraps below zero.
+    fn release_slot(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
     pub fn hold(&self) -> Option<HeldBy> {
         *lock(&self.hold)
     }
@@ -269,29 +276,34 @@ impl Runtime {
     /// After a restart: live jobs are polled again, jobs caught between
     /// sending a create and recording its answer are reconciled.
     fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
-        for job in self.store.list(&Default::default())? {
-            let Some(p) = self.providers.get(&job.provider) else {
-                continue;
-            };
-            if job.state.is_in_flight() {
+        let live = [JobState::Submitting, JobState::Pending, JobState::Processing];
+        for state in live {
+            for job in self.store.list(&Filter { state: Some(state), provider: None })? {
+                let Some(p) = self.providers.get(&job.provider) else {
+                    continue;
+                };
                 p.in_flight.fetch_add(1, Ordering::Relaxed);
-            }
-            match job.state {
-                JobState::Pending | JobState::Processing => {
-                    if let Some(id) = job.provider_job_id.clone() {
-                        self.track(&job.key, &job.provider, &id);
-                    }
-                }
-                JobState::Completed if job.output_files.is_empty() && !job.output_urls.is_empty() => {
-                    self.download(&job);
-                }
-                JobState::Submitting => {
+                if state == JobState::Submitting {
                     let rt = self.clone();
                     let p = p.clone();
                     self.tracker.spawn(async move { rt.reconcile(p, job).await });
+                } else if let Some(id) = job.provider_job_id.clone() {
+                    self.track(&job.key, &job.provider, &id);
                 }
-                _ => {}
             }
+        }
+        // Downloads cut by the stop resume in the background: finding them
+        // means reading every completed job, which must not delay dispatch.
+        if self.downloads.is_some() {
+            let rt = self.clone();
+            tokio::spawn(async move {
+                let done = rt.store.list(&Filter { state: Some(JobState::Completed), provider: None });
+                for job in done.into_iter().flatten() {
+                    if job.output_files.is_empty() && !job.output_urls.is_empty() {
+                        rt.download(&job);
+                    }
+                }
+            });
         }
         Ok(())
     }
@@ -332,7 +344,7 @@ impl Runtime {
                     tracing::error!(key = %job.key, "marking uncertain: {e}");
                 }
                 let _ = self.store.sync().await;
-                p.in_flight.fetch_sub(1, Ordering::Relaxed);
+                p.release_slot();
                 p.wake.notify_one();
             }
         }
@@ -459,7 +471,7 @@ impl Runtime {
             tracing::error!(%key, "marking uncertain: {e}");
         }
         let _ = self.store.sync().await;
-        p.in_flight.fetch_sub(1, Ordering::Relaxed);
+        p.release_slot();
         p.wake.notify_one();
     }
 
@@ -476,7 +488,7 @@ impl Runtime {
             tracing::error!(%key, "requeue: {e}");
         }
         let _ = self.store.sync().await;
-        p.in_flight.fetch_sub(1, Ordering::Relaxed);
+        p.release_slot();
         p.wake.notify_one();
     }
 
@@ -489,7 +501,7 @@ impl Runtime {
             .edit(&edit);
         match self.store.apply(key, from, change) {
             Ok(_) => {
-                p.in_flight.fetch_sub(1, Ordering::Relaxed);
+                p.release_slot();
             }
             Err(e) => tracing::error!(%key, "recording failure: {e}"),
         }
@@ -558,7 +570,7 @@ impl Runtime {
                     let _ = self.store.sync().await;
                 }
                 if job.state.is_terminal() {
-                    p.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    p.release_slot();
                     p.wake.notify_one();
                     tracing::info!(%key, state = %job.state, "job finished");
                     if job.state == JobState::Completed && !job.output_urls.is_empty() {
@@ -687,10 +699,8 @@ impl Runtime {
         };
         let j = self.store.apply(key, job.state, Change::to(JobState::Queued, "retried by user").ledger(LedgerOp::Release).edit(&edit))?;
         self.store.sync().await?;
+        // An uncertain job already gave back its in-flight slot.
         if let Some(p) = self.providers.get(&job.provider) {
-            if job.state == JobState::Uncertain {
-                p.in_flight.fetch_sub(1, Ordering::Relaxed);
-            }
             p.wake.notify_one();
         }
         Ok(j)
@@ -754,74 +764,94 @@ async fn dispatch_loop(rt: Arc<Runtime>, p: Arc<ProviderRt>) {
     }
 }
 
+/// Most jobs moved to `submitting` per durable flush: one flush then covers
+/// a whole group of creates instead of one each.
+const DISPATCH_GROUP: usize = 64;
+
+/// Moves up to a group of queued jobs to `submitting` (in queue order, while
+/// limits allow), flushes once, then starts their creates. True if any was
+/// dispatched.
 async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
-    let job = match rt.store.next_queued(&p.name, 1) {
-        Ok(v) => match v.into_iter().next() {
-            Some(j) => j,
-            None => return false,
-        },
-        Err(e) => {
-            tracing::error!(provider = %p.name, "reading the queue: {e}");
-            return false;
-        }
-    };
     let hold = |why: HeldBy| {
         p.set_hold(Some(why));
-        false
     };
     if p.paused.load(Ordering::Relaxed) {
-        return hold(HeldBy::Paused);
-    }
-    let (max_in_flight, budget) = {
-        let l = read(&p.limits);
-        (l.max_in_flight, l.budget)
-    };
-    if p.in_flight.load(Ordering::Relaxed) >= max_in_flight as usize {
-        return hold(HeldBy::Concurrency);
-    }
-    let estimate = p.adapter.estimate_credits(&job.params);
-    let period = budget.map(|b| b.period).unwrap_or_default().current_id();
-    if let Some(b) = budget {
-        let used = rt.store.ledger(&p.name, &period).map(|e| e.used()).unwrap_or(u64::MAX);
-        if used.saturating_add(estimate) > b.credits {
-            return hold(HeldBy::Budget);
-        }
+        hold(HeldBy::Paused);
+        return false;
     }
     // The rate permit is taken by the submit task right before it sends, so
     // the spacing the limiter creates is the spacing the provider sees; here
     // only a 429 cool-down holds the queue.
     if p.cooldown_remaining().is_some() {
-        return hold(HeldBy::Rate);
+        hold(HeldBy::Rate);
+        return false;
     }
-    p.set_hold(None);
-    let edit = |j: &mut Job| {
-        j.attempts += 1;
-        j.error = None;
+    let (max_in_flight, budget) = {
+        let l = read(&p.limits);
+        (l.max_in_flight as usize, l.budget)
     };
-    let change = Change::to(JobState::Submitting, "dispatched")
-        .ledger(LedgerOp::Reserve {
-            period,
-            amount: estimate,
-            limit: budget.map(|b| b.credits),
-        })
-        .edit(&edit);
-    let job = match rt.store.apply(&job.key, JobState::Queued, change) {
-        Ok(j) => j,
-        Err(StoreError::OverBudget { .. }) => return hold(HeldBy::Budget),
-        Err(StoreError::StateMismatch { .. }) => return true,
+    let free = max_in_flight.saturating_sub(p.in_flight.load(Ordering::Relaxed));
+    let queued = match rt.store.next_queued(&p.name, free.clamp(1, DISPATCH_GROUP)) {
+        Ok(v) if v.is_empty() => {
+            p.set_hold(None);
+            return false;
+        }
+        Ok(v) => v,
         Err(e) => {
-            tracing::error!(key = %job.key, "dispatch: {e}");
+            tracing::error!(provider = %p.name, "reading the queue: {e}");
             return false;
         }
     };
-    // The create call must never be sent before `submitting` is on disk.
+    if free == 0 {
+        hold(HeldBy::Concurrency);
+        return false;
+    }
+    let period = budget.map(|b| b.period).unwrap_or_default().current_id();
+    let mut moved = Vec::new();
+    let mut held = None;
+    for job in queued {
+        let estimate = p.adapter.estimate_credits(&job.params);
+        let edit = |j: &mut Job| {
+            j.attempts += 1;
+            j.error = None;
+        };
+        // The reservation is checked against the budget inside the store,
+        // atomically with the state change: never over budget, even racing.
+        let change = Change::to(JobState::Submitting, "dispatched")
+            .ledger(LedgerOp::Reserve {
+                period: period.clone(),
+                amount: estimate,
+                limit: budget.map(|b| b.credits),
+            })
+            .edit(&edit);
+        match rt.store.apply(&job.key, JobState::Queued, change) {
+            Ok(j) => moved.push(j),
+            // Strict queue order: a job that does not fit holds those behind it.
+            Err(StoreError::OverBudget { .. }) => {
+                held = Some(HeldBy::Budget);
+                break;
+            }
+            Err(StoreError::StateMismatch { .. }) => continue,
+            Err(e) => {
+                tracing::error!(key = %job.key, "dispatch: {e}");
+                break;
+            }
+        }
+    }
+    p.set_hold(held);
+    if moved.is_empty() {
+        return false;
+    }
+    // The create calls must never be sent before `submitting` is on disk.
     if let Err(e) = rt.store.sync().await {
         tracing::error!("flushing before submit: {e}");
         return false;
     }
-    p.in_flight.fetch_add(1, Ordering::Relaxed);
-    let (rt2, p2) = (rt.clone(), p.clone());
-    rt.tracker.spawn(async move { rt2.submit(p2, job).await });
+    for job in moved {
+        p.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (rt2, p2) = (rt.clone(), p.clone());
+        rt.tracker.spawn(async move { rt2.submit(p2, job).await });
+    }
     true
 }
 
