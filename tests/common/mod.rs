@@ -13,7 +13,11 @@ use switchyard_sim::SimServer;
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A daemon's files: config, data dir, and the URL it listens on.
@@ -48,7 +52,11 @@ pub fn write_config(sim: &SimServer, providers: &[P<'_>], daemon_extra: &str) ->
         ));
     }
     std::fs::write(&config, text).unwrap();
-    Env { url: format!("http://127.0.0.1:{port}"), dir, config }
+    Env {
+        url: format!("http://127.0.0.1:{port}"),
+        dir,
+        config,
+    }
 }
 
 /// A daemon child process that is killed if the test ends early (panics):
@@ -75,7 +83,10 @@ pub fn start_daemon(env: &Env) -> Child {
         .args(["daemon", "--config"])
         .arg(&env.config)
         .env("E2E_KEY", "test-key")
-        .env("SWITCHYARD_LOG", "warn")
+        .env(
+            "SWITCHYARD_LOG",
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -88,13 +99,20 @@ pub fn wait_listening(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start listening on {url}");
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not start listening on {url}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 pub fn cli(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN).args(args).args(["--daemon-url", url]).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .args(["--daemon-url", url])
+        .output()
+        .unwrap()
 }
 
 /// `GET /v1/jobs` straight over HTTP (cheaper than a CLI process per poll).
@@ -105,11 +123,19 @@ pub async fn jobs(url: &str) -> Vec<Job> {
 }
 
 pub async fn providers(url: &str) -> serde_json::Value {
-    reqwest::get(format!("{url}/v1/providers")).await.unwrap().json().await.unwrap()
+    reqwest::get(format!("{url}/v1/providers"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -140,7 +166,9 @@ pub fn kill9(child: &mut Child) {
 pub fn batch_file(dir: &Path, name: &str, jobs: &[(String, String, String)]) -> PathBuf {
     let mut text = String::new();
     for (key, provider, params) in jobs {
-        text.push_str(&format!("[[jobs]]\nkey = \"{key}\"\nprovider = \"{provider}\"\nparams = {params}\n\n"));
+        text.push_str(&format!(
+            "[[jobs]]\nkey = \"{key}\"\nprovider = \"{provider}\"\nparams = {params}\n\n"
+        ));
     }
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();

@@ -78,19 +78,6 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// A toml error as "line L, column C: message".
-pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => {
-            let line = line_of(text, span.start);
-            let col = span.start - text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {col}: {msg}")
-        }
-        None => msg,
-    }
-}
-
 /// Parses a batch: JSON Lines when the file name ends in `.jsonl`/`.ndjson`
 /// or the text starts with `{`, TOML otherwise.
 pub fn parse(name: &str, text: &str) -> Result<Batch, Vec<Problem>> {
@@ -205,7 +192,11 @@ pub fn check(jobs: &[JobSpec], v: &dyn Validator) -> Vec<Problem> {
                 push(format!(
                     "provider {:?} is not configured (configured: {})",
                     job.provider,
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
                 ))
             }
             Some(list) => {
@@ -270,7 +261,8 @@ mod tests {
 
     #[test]
     fn jsonl_reports_each_bad_line() {
-        let text = "{\"key\":\"a\",\"provider\":\"viggle\",\"params\":{}}\nnot json\n\n{\"key\":\"b\"}\n";
+        let text =
+            "{\"key\":\"a\",\"provider\":\"viggle\",\"params\":{}}\nnot json\n\n{\"key\":\"b\"}\n";
         let err = parse("b.jsonl", text).unwrap_err();
         let lines: Vec<_> = err.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![Some(2), Some(4)]);

@@ -28,30 +28,52 @@ impl Validator for Offline {
 
 fn offline(cfg: Option<&Config>) -> anyhow::Result<Offline> {
     let client = reqwest::Client::new();
-    let settings = |base: String| Settings { base_url: base, api_key: None, webhook_secret: None };
+    let settings = |base: String| Settings {
+        base_url: base,
+        api_key: None,
+        webhook_secret: None,
+    };
     let mut map = BTreeMap::new();
     match cfg {
         Some(c) if !c.providers.is_empty() => {
             for (name, pc) in &c.providers {
-                map.insert(name.clone(), switchyard_provider::build(pc.kind, settings(pc.base_url()), client.clone()));
+                map.insert(
+                    name.clone(),
+                    switchyard_provider::build(pc.kind, settings(pc.base_url()), client.clone()),
+                );
             }
         }
         // Without a config, a provider named like its kind is assumed.
         _ => {
             for k in ProviderKind::ALL {
-                map.insert(k.to_string(), switchyard_provider::build(k, settings(k.default_base_url().into()), client.clone()));
+                map.insert(
+                    k.to_string(),
+                    switchyard_provider::build(
+                        k,
+                        settings(k.default_base_url().into()),
+                        client.clone(),
+                    ),
+                );
             }
         }
     }
     Ok(Offline(map))
 }
 
+/// A batch: JSON Lines, or TOML with a `jobs` array (looked for in the
+/// text too, so a batch with a syntax error is still checked as a batch).
 fn is_batch(path: &Path, text: &str) -> bool {
     let name = path.to_string_lossy();
     if name.ends_with(".jsonl") || name.ends_with(".ndjson") || text.trim_start().starts_with('{') {
         return true;
     }
-    toml::from_str::<toml::Table>(text).map(|t| t.contains_key("jobs")).unwrap_or(false)
+    match toml::from_str::<toml::Table>(text) {
+        Ok(t) => t.contains_key("jobs"),
+        Err(_) => text.lines().any(|l| {
+            let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+            l.starts_with("[[jobs]]")
+        }),
+    }
 }
 
 pub fn run(config: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<()> {
@@ -72,7 +94,11 @@ pub fn run(config: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<()> {
         } else {
             match Config::load(Some(f)) {
                 Ok(c) => {
-                    println!("{}: config ok ({} providers)", f.display(), c.providers.len());
+                    println!(
+                        "{}: config ok ({} provider(s))",
+                        f.display(),
+                        c.providers.len()
+                    );
                     cfg = Some(c);
                 }
                 Err(e) => errors.push(format!("{e:#}")),

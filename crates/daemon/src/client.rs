@@ -7,61 +7,112 @@ use crate::Invalid;
 use anyhow::{anyhow, bail, Context};
 use std::path::PathBuf;
 use std::time::Duration;
-use switchyard_core::{Job, JobState};
+use switchyard_core::{Job, JobState, Secret};
 
 #[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<Secret>,
 }
 
 impl Client {
     pub fn new(base: &str) -> anyhow::Result<Client> {
+        Client::with_token(base, None)
+    }
+
+    /// A client that sends `Authorization: Bearer <token>` with every call.
+    pub fn with_token(base: &str, token: Option<Secret>) -> anyhow::Result<Client> {
+        let url =
+            reqwest::Url::parse(base).map_err(|e| Invalid(anyhow!("daemon URL {base:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Invalid(anyhow!("daemon URL {base:?}: not an http(s) URL")).into());
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .context("building HTTP client")?;
-        Ok(Client { base: base.trim_end_matches('/').to_string(), http })
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            token,
+        })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
-        let resp = req
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t.expose()),
+            None => req,
+        }
+    }
+
+    /// Sends a request; an error answer becomes an error with the daemon's
+    /// message (exit 2 for the caller's mistakes: 400, 401, 404).
+    async fn call(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        let resp = self
+            .authorized(req)
             .send()
             .await
             .map_err(|e| anyhow!("cannot reach the daemon at {}: {e}", self.base))?;
         let status = resp.status();
         let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-        if status.is_success() {
-            return Ok(v);
+        if status.is_success() || status.as_u16() == 422 {
+            return Ok((status, v));
         }
-        let msg = v["error"]["message"].as_str().unwrap_or("no details").to_string();
-        if status.as_u16() == 404 || status.as_u16() == 400 {
-            return Err(Invalid(anyhow!("{msg}")).into());
+        let msg = v["error"]["message"]
+            .as_str()
+            .unwrap_or("no details")
+            .to_string();
+        match status.as_u16() {
+            401 => Err(Invalid(anyhow!(
+                "the daemon refused the request ({msg}): it needs a bearer token; pass --token-file FILE or set SWITCHYARD_TOKEN_FILE"
+            ))
+            .into()),
+            400 | 404 => Err(Invalid(anyhow!("{msg}")).into()),
+            _ => bail!("daemon answered {status}: {msg}"),
         }
-        bail!("daemon answered {status}: {msg}")
     }
 
-    pub async fn submit(&self, jobs: Vec<switchyard_core::JobSpec>) -> anyhow::Result<Result<BatchAnswer, Vec<Problem>>> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/jobs", self.base))
-            .json(&BatchBody { jobs })
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the daemon at {}: {e}", self.base))?;
-        let status = resp.status();
-        let v: serde_json::Value = resp.json().await.context("reading the daemon's answer")?;
-        if status.is_success() {
-            return Ok(Ok(serde_json::from_value(v)?));
-        }
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        let (status, v) = self.call(req).await?;
         if status.as_u16() == 422 {
-            let problems: Vec<Problem> = serde_json::from_value(v["error"]["problems"].clone()).unwrap_or_default();
+            bail!(
+                "daemon answered {status}: {}",
+                v["error"]["message"].as_str().unwrap_or("no details")
+            );
+        }
+        Ok(v)
+    }
+
+    pub async fn submit(
+        &self,
+        jobs: Vec<switchyard_core::JobSpec>,
+    ) -> anyhow::Result<Result<BatchAnswer, Vec<Problem>>> {
+        let (status, v) = self
+            .call(
+                self.http
+                    .post(format!("{}/v1/jobs", self.base))
+                    .json(&BatchBody { jobs }),
+            )
+            .await?;
+        if status.as_u16() == 422 {
+            let problems: Vec<Problem> =
+                serde_json::from_value(v["error"]["problems"].clone()).unwrap_or_default();
             return Ok(Err(problems));
         }
-        bail!("daemon answered {status}: {}", v["error"]["message"].as_str().unwrap_or("no details"))
+        Ok(Ok(
+            serde_json::from_value(v).context("reading the daemon's answer")?
+        ))
     }
 
-    pub async fn jobs(&self, state: Option<&str>, provider: Option<&str>) -> anyhow::Result<Vec<Job>> {
+    pub async fn jobs(
+        &self,
+        state: Option<&str>,
+        provider: Option<&str>,
+    ) -> anyhow::Result<Vec<Job>> {
         let mut q = vec![];
         if let Some(s) = state {
             q.push(("state", s));
@@ -69,24 +120,37 @@ impl Client {
         if let Some(p) = provider {
             q.push(("provider", p));
         }
-        let v = self.send(self.http.get(format!("{}/v1/jobs", self.base)).query(&q)).await?;
+        let v = self
+            .send(self.http.get(format!("{}/v1/jobs", self.base)).query(&q))
+            .await?;
         Ok(serde_json::from_value(v)?)
     }
 
     pub async fn job(&self, key: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.get(format!("{}/v1/jobs/{}", self.base, enc(key)))).await
+        self.send(self.http.get(format!("{}/v1/jobs/{}", self.base, enc(key))))
+            .await
     }
 
     pub async fn cancel(&self, key: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.delete(format!("{}/v1/jobs/{}", self.base, enc(key)))).await
+        self.send(
+            self.http
+                .delete(format!("{}/v1/jobs/{}", self.base, enc(key))),
+        )
+        .await
     }
 
     pub async fn retry(&self, key: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.post(format!("{}/v1/jobs/{}/retry", self.base, enc(key)))).await
+        self.send(
+            self.http
+                .post(format!("{}/v1/jobs/{}/retry", self.base, enc(key))),
+        )
+        .await
     }
 
     pub async fn providers(&self) -> anyhow::Result<Vec<ProviderView>> {
-        let v = self.send(self.http.get(format!("{}/v1/providers", self.base))).await?;
+        let v = self
+            .send(self.http.get(format!("{}/v1/providers", self.base)))
+            .await?;
         Ok(serde_json::from_value(v)?)
     }
 }
@@ -121,7 +185,12 @@ pub fn read_batches(files: &[PathBuf]) -> anyhow::Result<Vec<(String, batch::Bat
     Ok(out)
 }
 
-pub async fn submit(client: &Client, files: &[PathBuf], wait: bool, json: bool) -> anyhow::Result<()> {
+pub async fn submit(
+    client: &Client,
+    files: &[PathBuf],
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let batches = read_batches(files)?;
     let mut keys = Vec::new();
     let mut answers = Vec::new();
@@ -130,7 +199,10 @@ pub async fn submit(client: &Client, files: &[PathBuf], wait: bool, json: bool) 
         match client.submit(b.jobs.clone()).await? {
             Ok(a) => {
                 if !json {
-                    println!("{name}: {n} jobs: {} accepted, {} already known", a.accepted, a.already_known);
+                    println!(
+                        "{name}: {n} jobs: {} accepted, {} already known",
+                        a.accepted, a.already_known
+                    );
                 }
                 keys.extend(b.jobs.iter().map(|j| j.key.clone()));
                 answers.push(serde_json::json!({"file": name, "accepted": a.accepted, "already_known": a.already_known}));
@@ -138,7 +210,12 @@ pub async fn submit(client: &Client, files: &[PathBuf], wait: bool, json: bool) 
             Err(mut problems) => {
                 batch::locate(&mut problems, &b);
                 let lines: Vec<String> = problems.iter().map(|p| p.render(&name)).collect();
-                return Err(Invalid(anyhow!("{name}: batch rejected whole ({} problem(s)):\n{}", lines.len(), lines.join("\n"))).into());
+                return Err(Invalid(anyhow!(
+                    "{name}: batch rejected whole ({} problem(s)):\n{}",
+                    lines.len(),
+                    lines.join("\n")
+                ))
+                .into());
             }
         }
     }
@@ -161,7 +238,12 @@ pub async fn wait_for(client: &Client, keys: &[String], show: bool) -> anyhow::R
     let set: std::collections::HashSet<&String> = keys.iter().collect();
     let bar = show.then(|| crate::watch::bar(keys.len() as u64));
     loop {
-        let jobs: Vec<Job> = client.jobs(None, None).await?.into_iter().filter(|j| set.contains(&j.key)).collect();
+        let jobs: Vec<Job> = client
+            .jobs(None, None)
+            .await?
+            .into_iter()
+            .filter(|j| set.contains(&j.key))
+            .collect();
         let done = jobs.iter().filter(|j| settled(j.state)).count();
         if let Some(b) = &bar {
             b.set_position(done as u64);
@@ -191,7 +273,13 @@ pub fn print_table(jobs: &[Job]) {
                 format!("{} reserved", j.credits_reserved)
             };
             let state = match (j.state, j.held_by) {
-                (JobState::Queued, Some(h)) => format!("queued ({})", serde_json::to_value(h).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+                (JobState::Queued, Some(h)) => format!(
+                    "queued ({})",
+                    serde_json::to_value(h)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                ),
                 (s, _) => s.to_string(),
             };
             [
@@ -199,13 +287,31 @@ pub fn print_table(jobs: &[Job]) {
                 j.provider.clone(),
                 state,
                 j.provider_job_id.clone().unwrap_or_else(|| "-".into()),
-                j.progress.map(|p| format!("{p}%")).unwrap_or_else(|| "-".into()),
+                j.progress
+                    .map(|p| format!("{p}%"))
+                    .unwrap_or_else(|| "-".into()),
                 credits,
-                j.output_urls.first().cloned().or_else(|| j.error.as_ref().map(|e| format!("error {}: {}", e.code, e.message))).unwrap_or_else(|| "-".into()),
+                j.output_urls
+                    .first()
+                    .cloned()
+                    .or_else(|| {
+                        j.error
+                            .as_ref()
+                            .map(|e| format!("error {}: {}", e.code, e.message))
+                    })
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    let head = ["KEY", "PROVIDER", "STATE", "PROVIDER JOB", "PROGRESS", "CREDITS", "OUTPUT / ERROR"];
+    let head = [
+        "KEY",
+        "PROVIDER",
+        "STATE",
+        "PROVIDER JOB",
+        "PROGRESS",
+        "CREDITS",
+        "OUTPUT / ERROR",
+    ];
     let mut w = head.map(|h| h.len());
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -230,7 +336,10 @@ pub fn print_table(jobs: &[Job]) {
 }
 
 pub fn print_providers(views: &[ProviderView]) {
-    println!("{:<10} {:<8} {:<16} {:>9} {:>7} {:>22} HEALTH", "PROVIDER", "KIND", "RATE", "IN FLIGHT", "QUEUED", "BUDGET used/res/left");
+    println!(
+        "{:<10} {:<8} {:<16} {:>9} {:>7} {:>22} HEALTH",
+        "PROVIDER", "KIND", "RATE", "IN FLIGHT", "QUEUED", "BUDGET used/res/left"
+    );
     for v in views {
         let rate = match (v.rate_limit.per_second, v.rate_limit.per_minute) {
             (Some(s), _) => format!("{s}/s burst {}", v.rate_limit.burst.unwrap_or(1)),

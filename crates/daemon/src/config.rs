@@ -32,6 +32,15 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     pub output_dir: Option<PathBuf>,
     pub inbox_dir: Option<PathBuf>,
+    /// An inbox file is read only once its size and modification time have
+    /// not changed for this long (a file still being written is left alone).
+    #[serde(with = "dur")]
+    pub inbox_settle: Duration,
+    /// A file holding the bearer token the control API requires (every route
+    /// but `/healthz` and `/webhooks/*`). Unset: no token (loopback only is
+    /// the default listen address). A relative path is looked up in
+    /// `$CREDENTIALS_DIRECTORY` first.
+    pub auth_token_file: Option<PathBuf>,
     /// How long SIGTERM waits for in-flight requests before exiting anyway.
     #[serde(with = "dur")]
     pub shutdown_grace: Duration,
@@ -47,9 +56,30 @@ impl Default for DaemonConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             output_dir: None,
             inbox_dir: None,
+            inbox_settle: Duration::from_secs(2),
+            auth_token_file: None,
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads the control API's bearer token, if one is configured. The
+    /// error names the file, never the content.
+    pub fn auth_token(&self) -> anyhow::Result<Option<Secret>> {
+        let Some(path) = &self.auth_token_file else {
+            return Ok(None);
+        };
+        let secret =
+            read_secret(None, Some(path), "auth token")?.unwrap_or_else(|| Secret::new(""));
+        if secret.is_empty() {
+            bail!(
+                "auth token file {} is empty",
+                expand_credentials_dir(path).display()
+            );
+        }
+        Ok(Some(secret))
     }
 }
 
@@ -126,7 +156,11 @@ impl ProviderConfig {
     }
 
     pub fn api_key(&self) -> anyhow::Result<Option<Secret>> {
-        read_secret(self.api_key_env.as_deref(), self.api_key_file.as_deref(), "api key")
+        read_secret(
+            self.api_key_env.as_deref(),
+            self.api_key_file.as_deref(),
+            "api key",
+        )
     }
 
     pub fn webhook_secret(&self) -> anyhow::Result<Option<Secret>> {
@@ -140,7 +174,11 @@ impl ProviderConfig {
 
 /// Reads a secret from the named env var or file. Errors name the variable
 /// or file, never the value.
-fn read_secret(env: Option<&str>, file: Option<&Path>, what: &str) -> anyhow::Result<Option<Secret>> {
+fn read_secret(
+    env: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = file {
         let path = expand_credentials_dir(path);
         let v = std::fs::read_to_string(&path)
@@ -185,85 +223,217 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
     sys.exists().then(|| sys.to_path_buf())
 }
 
+/// Environment variables under `SWITCHYARD_` that are not config keys.
+pub const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "LOG_FORMAT", "DAEMON_URL", "TOKEN_FILE"];
+
 impl Config {
-    /// Loads and checks the config; every problem is reported at once.
+    /// Loads and checks the config: the file (if any), then `SWITCHYARD_…`
+    /// environment variables over it. Every problem is reported, each with
+    /// the file and line (`FILE:LINE:COLUMN: message`) or the variable it
+    /// comes from.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let mut text = None;
         if let Some(p) = path {
             if !p.exists() {
-                bail!("config file {} does not exist", p.display());
+                bail!("{}: config file does not exist", p.display());
             }
-            // Parse with toml first: its errors carry line and column.
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading config file {}", p.display()))?;
-            if let Err(e) = toml::from_str::<toml::Value>(&text) {
-                bail!("{}: {}", p.display(), crate::batch::describe_toml_error(&text, &e));
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            // The file alone first, with toml: its errors (syntax, unknown
+            // keys, wrong types) carry a span, so they can name the line.
+            if let Err(e) = toml::from_str::<Config>(&t) {
+                bail!("{}", toml_error_at(&p.display().to_string(), &t, &e));
             }
-            fig = fig.merge(Toml::file_exact(p));
+            fig = fig.merge(Toml::string(&t));
+            text = Some(t);
         }
         fig = fig.merge(
             Env::prefixed("SWITCHYARD_")
-                .ignore(&["CONFIG", "LOG", "LOG_FORMAT", "DAEMON_URL"])
+                .ignore(NON_CONFIG_ENV)
                 .split("__"),
         );
+        let where_ = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "config".into());
         let cfg: Config = fig.extract().map_err(|e| {
-            let where_ = path.map(|p| p.display().to_string()).unwrap_or_else(|| "config".into());
-            let msgs: Vec<String> = e.into_iter().map(|e| format!("{where_}: {e}")).collect();
+            let msgs: Vec<String> = e
+                .into_iter()
+                .map(|e| figment_error_at(&where_, &e))
+                .collect();
             anyhow::anyhow!(msgs.join("\n"))
         })?;
         let problems = cfg.problems();
         if !problems.is_empty() {
-            let where_ = path.map(|p| p.display().to_string()).unwrap_or_else(|| "config".into());
-            bail!(
-                "{}",
-                problems
-                    .iter()
-                    .map(|p| format!("{where_}: {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+            let doc = text
+                .as_deref()
+                .and_then(|t| toml_edit::ImDocument::parse(t).ok());
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|(key, msg)| {
+                    let at = match (&doc, text.as_deref()) {
+                        (Some(d), Some(t)) => {
+                            line_of_key(d, t, key).map(|(l, c)| format!("{where_}:{l}:{c}"))
+                        }
+                        _ => None,
+                    };
+                    format!("{}: {key}: {msg}", at.unwrap_or_else(|| where_.clone()))
+                })
+                .collect();
+            bail!("{}", lines.join("\n"));
         }
         Ok(cfg)
     }
 
-    /// Semantic checks serde cannot express.
-    pub fn problems(&self) -> Vec<String> {
+    /// Semantic checks serde cannot express, as (dotted key, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        let mut push = |k: String, m: &str| out.push((k, m.to_string()));
+        if self.daemon.inbox_settle.is_zero() {
+            push("daemon.inbox_settle".into(), "must be above zero");
+        }
+        if self.daemon.shutdown_grace.is_zero() {
+            push("daemon.shutdown_grace".into(), "must be above zero");
+        }
+        if self.daemon.request_timeout.is_zero() {
+            push("daemon.request_timeout".into(), "must be above zero");
+        }
         for (name, p) in &self.providers {
             let at = format!("providers.{name}");
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                out.push(format!("{at}: provider names may use letters, digits, '-' and '_'"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                push(
+                    at.clone(),
+                    "provider names may use letters, digits, '-' and '_'",
+                );
             }
             let rl = p.rate_limit;
             if rl.per_second.is_some() && rl.per_minute.is_some() {
-                out.push(format!("{at}.rate_limit: set per_second or per_minute, not both"));
+                push(
+                    format!("{at}.rate_limit"),
+                    "set per_second or per_minute, not both",
+                );
             }
             if rl.per_second == Some(0) || rl.per_minute == Some(0) || rl.burst == Some(0) {
-                out.push(format!("{at}.rate_limit: values must be at least 1"));
+                push(format!("{at}.rate_limit"), "values must be at least 1");
             }
             if p.max_in_flight == 0 {
-                out.push(format!("{at}.max_in_flight: must be at least 1"));
+                push(format!("{at}.max_in_flight"), "must be at least 1");
             }
             if p.max_attempts == 0 {
-                out.push(format!("{at}.max_attempts: must be at least 1"));
+                push(format!("{at}.max_attempts"), "must be at least 1");
             }
             if p.poll.schedule.is_empty() {
-                out.push(format!("{at}.poll.schedule: needs at least one interval"));
+                push(format!("{at}.poll.schedule"), "needs at least one interval");
             }
             if p.poll.schedule.iter().any(|d| d.is_zero()) {
-                out.push(format!("{at}.poll.schedule: intervals must be above zero"));
+                push(
+                    format!("{at}.poll.schedule"),
+                    "intervals must be above zero",
+                );
+            }
+            if p.poll.max.is_zero() {
+                push(format!("{at}.poll.max"), "must be above zero");
             }
             if p.api_key_env.is_some() && p.api_key_file.is_some() {
-                out.push(format!("{at}: set api_key_env or api_key_file, not both"));
+                push(at.clone(), "set api_key_env or api_key_file, not both");
+            }
+            if p.webhook_secret_env.is_some() && p.webhook_secret_file.is_some() {
+                push(
+                    at.clone(),
+                    "set webhook_secret_env or webhook_secret_file, not both",
+                );
             }
             if let Some(url) = &p.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    out.push(format!("{at}.base_url: {url:?} is not an http(s) URL"));
+                    push(
+                        format!("{at}.base_url"),
+                        &format!("{url:?} is not an http(s) URL"),
+                    );
                 }
             }
         }
         out
     }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    (line, col)
+}
+
+/// A toml error as `FILE:LINE:COLUMN: message`.
+pub fn toml_error_at(file: &str, text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let (l, c) = line_col(text, span.start);
+            format!("{file}:{l}:{c}: {msg}")
+        }
+        None => format!("{file}: {msg}"),
+    }
+}
+
+/// Where a dotted key (`providers.ugen.rate_limit`) is written in the file:
+/// the deepest part of the path that the file has.
+fn line_of_key(
+    doc: &toml_edit::ImDocument<&str>,
+    text: &str,
+    dotted: &str,
+) -> Option<(usize, usize)> {
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut found = None;
+    for part in dotted.split('.') {
+        let Some((key, item)) = table.get_key_value(part) else {
+            break;
+        };
+        found = key.span().or_else(|| item.span()).or(found);
+        match item.as_table_like() {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    found.map(|s| line_col(text, s.start))
+}
+
+/// A figment error: one from the environment names the variable.
+fn figment_error_at(file: &str, e: &figment::Error) -> String {
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    if !from_env {
+        return format!("{file}: {e}");
+    }
+    let mut path = e.path.clone();
+    if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+        if path.last() != Some(field) {
+            path.push(field.clone());
+        }
+    }
+    let var = format!("SWITCHYARD_{}", path.join("__").to_ascii_uppercase());
+    let what = match &e.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            format!(
+                "unknown key `{field}` (expected one of: {})",
+                expected.join(", ")
+            )
+        }
+        other => other.to_string(),
+    };
+    format!("environment variable {var}: {what}")
 }
 
 /// Durations as humantime strings ("3s", "2h", "500ms").

@@ -5,30 +5,41 @@
 //! A file still being written must not be read early: dot-files and
 //! `*.tmp`/`*.part` names are skipped (write-then-rename is the safe way),
 //! and any other file is read only once its size and modification time
-//! have stayed the same across two scans.
+//! have not changed for `daemon.inbox_settle` (default 2 s), so a writer
+//! that pauses for less than that is never read half-way. A file that
+//! changes between the read and the move is left for the next scan.
+//!
+//! Ingesting is idempotent: if the daemon stops between the intake and the
+//! move, the next start ingests the file again and every job is "already
+//! known". A storage error leaves the file in the inbox for another try.
 
 use crate::runtime::Runtime;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-const SCAN_EVERY: Duration = Duration::from_millis(500);
+type Signature = (u64, SystemTime);
 
-pub async fn run(rt: Arc<Runtime>, dir: PathBuf) {
+pub async fn run(rt: Arc<Runtime>, dir: PathBuf, settle: Duration) {
     for sub in ["done", "rejected"] {
         if let Err(e) = tokio::fs::create_dir_all(dir.join(sub)).await {
             tracing::error!(dir = %dir.display(), "inbox unusable: {e}");
             return;
         }
     }
-    let mut seen: HashMap<PathBuf, (u64, SystemTime)> = HashMap::new();
+    tracing::info!(dir = %dir.display(), settle_ms = settle.as_millis() as u64, "watching the inbox");
+    let scan_every = (settle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    // When each file was first seen with its current size and mtime.
+    let mut seen: HashMap<PathBuf, (Signature, Instant)> = HashMap::new();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(SCAN_EVERY) => {}
+            _ = tokio::time::sleep(scan_every) => {}
             _ = rt.cancel.cancelled() => return,
         }
-        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else { continue };
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            continue;
+        };
         let mut present = Vec::new();
         while let Ok(Some(e)) = entries.next_entry().await {
             let path = e.path();
@@ -36,20 +47,27 @@ pub async fn run(rt: Arc<Runtime>, dir: PathBuf) {
             if !is_candidate(&name) {
                 continue;
             }
-            let Ok(meta) = e.metadata().await else { continue };
+            let Ok(meta) = e.metadata().await else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
-            let sig = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            let sig = (
+                meta.len(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            );
             present.push(path.clone());
-            match seen.get(&path) {
-                Some(prev) if *prev == sig => {
-                    seen.remove(&path);
-                    ingest(&rt, &dir, &path, &name).await;
-                }
+            let since = match seen.get(&path) {
+                Some((prev, since)) if *prev == sig => *since,
                 _ => {
-                    seen.insert(path, sig);
+                    seen.insert(path.clone(), (sig, Instant::now()));
+                    continue;
                 }
+            };
+            if since.elapsed() >= settle {
+                seen.remove(&path);
+                ingest(&rt, &dir, &path, &name, sig).await;
             }
         }
         seen.retain(|p, _| present.contains(p));
@@ -63,34 +81,66 @@ fn is_candidate(name: &str) -> bool {
         && (name.ends_with(".toml") || name.ends_with(".jsonl") || name.ends_with(".ndjson"))
 }
 
-async fn ingest(rt: &Runtime, dir: &Path, path: &Path, name: &str) {
-    let text = match tokio::fs::read_to_string(path).await {
+async fn ingest(rt: &Runtime, dir: &Path, path: &Path, name: &str, sig: Signature) {
+    let text = match tokio::fs::read(path).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(file = %path.display(), "inbox: cannot read: {e}");
             return;
         }
     };
-    let outcome = match crate::batch::parse(name, &text) {
-        Err(problems) => Err(problems.iter().map(|p| p.render(name)).collect::<Vec<_>>()),
-        Ok(batch) => match crate::http::intake(rt, batch.jobs.clone()).await {
-            Ok(answer) => Ok(answer),
-            Err(mut problems) => {
-                crate::batch::locate(&mut problems, &batch);
-                Err(problems.iter().map(|p| p.render(name)).collect())
+    // Written to while being read: not settled after all.
+    match tokio::fs::metadata(path).await {
+        Ok(m)
+            if (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)) == sig
+                && m.len() == text.len() as u64 => {}
+        _ => return,
+    }
+    let outcome = match String::from_utf8(text) {
+        Err(_) => Err(vec![format!("{name}: not UTF-8 text")]),
+        Ok(text) => match crate::batch::parse(name, &text) {
+            Err(problems) => Err(problems.iter().map(|p| p.render(name)).collect::<Vec<_>>()),
+            Ok(batch) if batch.jobs.is_empty() => {
+                Err(vec![format!("{name}: no jobs in this file")])
             }
+            Ok(batch) => match crate::http::intake(rt, batch.jobs.clone()).await {
+                Ok(answer) => Ok(answer),
+                Err(problems) if problems.iter().any(|p| p.message.starts_with("storage:")) => {
+                    tracing::error!(
+                        file = name,
+                        "inbox: storing the batch failed, will try again: {}",
+                        problems[0].message
+                    );
+                    return;
+                }
+                Err(mut problems) => {
+                    crate::batch::locate(&mut problems, &batch);
+                    Err(problems.iter().map(|p| p.render(name)).collect())
+                }
+            },
         },
     };
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace(':', "");
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(':', "");
     match outcome {
         Ok(a) => {
-            tracing::info!(file = name, accepted = a.accepted, already_known = a.already_known, "inbox batch ingested");
+            tracing::info!(
+                file = name,
+                accepted = a.accepted,
+                already_known = a.already_known,
+                "inbox batch ingested"
+            );
             let _ = move_unique(path, &dir.join("done"), name, &stamp).await;
         }
         Err(lines) => {
             tracing::warn!(file = name, problems = lines.len(), "inbox batch rejected");
             if let Ok(dest) = move_unique(path, &dir.join("rejected"), name, &stamp).await {
-                let report = format!("{} was rejected whole; nothing was queued.\n\n{}\n", name, lines.join("\n"));
+                let report = format!(
+                    "{} was rejected whole; nothing was queued.\n\n{}\n",
+                    name,
+                    lines.join("\n")
+                );
                 let err_path = PathBuf::from(format!("{}.error.txt", dest.display()));
                 let tmp = PathBuf::from(format!("{}.tmp", err_path.display()));
                 if tokio::fs::write(&tmp, report).await.is_ok() {
@@ -103,7 +153,12 @@ async fn ingest(rt: &Runtime, dir: &Path, path: &Path, name: &str) {
 
 /// Moves `path` into `to_dir`, never overwriting an earlier file of the
 /// same name.
-async fn move_unique(path: &Path, to_dir: &Path, name: &str, stamp: &str) -> std::io::Result<PathBuf> {
+async fn move_unique(
+    path: &Path,
+    to_dir: &Path,
+    name: &str,
+    stamp: &str,
+) -> std::io::Result<PathBuf> {
     let mut dest = to_dir.join(name);
     if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
         dest = to_dir.join(format!("{stamp}-{name}"));

@@ -29,31 +29,50 @@ pub enum DownloadError {
     Io(#[from] std::io::Error),
     #[error("got {got} bytes, Content-Length said {want}")]
     Short { got: u64, want: u64 },
+    #[error("the server resumed at byte {got}, not {want}")]
+    BadRange { got: u64, want: u64 },
 }
 
 impl Downloader {
     pub fn new(dir: PathBuf, parallel: usize) -> anyhow::Result<Downloader> {
         std::fs::create_dir_all(&dir)?;
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(60)).build()?;
-        Ok(Downloader { dir, client, slots: Semaphore::new(parallel.max(1)), manifest: tokio::sync::Mutex::new(()) })
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Downloader {
+            dir,
+            client,
+            slots: Semaphore::new(parallel.max(1)),
+            manifest: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Downloads every output of a completed job, records the files on the
     /// job and appends the job to the manifest.
     pub async fn fetch_job(&self, store: &impl Store, job: &Job) {
-        let Ok(_slot) = self.slots.acquire().await else { return };
+        let Ok(_slot) = self.slots.acquire().await else {
+            return;
+        };
         let mut files = Vec::new();
         for (i, url) in job.output_urls.iter().enumerate() {
             let name = file_name(&job.key, i, url);
             let dest = self.dir.join(&name);
             match self.fetch(url, &dest).await {
-                Ok(()) => files.push(dest.display().to_string()),
+                Ok(()) => {
+                    tracing::info!(key = %job.key, file = %dest.display(), "downloaded");
+                    files.push(dest.display().to_string());
+                }
                 Err(e) => tracing::warn!(key = %job.key, %url, "download failed: {e}"),
             }
         }
         let f2 = files.clone();
         let edit = move |j: &mut Job| j.output_files = f2.clone();
-        match store.apply(&job.key, JobState::Completed, Change::to(JobState::Completed, "").edit(&edit)) {
+        match store.apply(
+            &job.key,
+            JobState::Completed,
+            Change::to(JobState::Completed, "").edit(&edit),
+        ) {
             Ok(j) => self.append_manifest(&j).await,
             Err(e) => tracing::warn!(key = %job.key, "recording downloads: {e}"),
         }
@@ -64,11 +83,16 @@ impl Downloader {
         let line = serde_json::json!({
             "key": job.key, "provider": job.provider, "provider_job_id": job.provider_job_id,
             "output_urls": job.output_urls, "files": job.output_files,
+            "complete": job.output_files.len() == job.output_urls.len(),
             "credits_charged": job.credits_charged, "finished_at": job.updated_at,
         });
         let path = self.dir.join("manifest.jsonl");
         let res = async {
-            let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await?;
+            let mut f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .await?;
             f.write_all(format!("{line}\n").as_bytes()).await?;
             f.sync_data().await
         }
@@ -78,11 +102,15 @@ impl Downloader {
         }
     }
 
-    /// Three tries; each one resumes from what the temp file already holds.
+    /// Up to five tries; each one resumes (Range) from what the temp file
+    /// already holds. The file gets its final name only once complete.
     pub async fn fetch(&self, url: &str, dest: &Path) -> Result<(), DownloadError> {
-        let tmp = dest.with_extension(format!("{}.part", dest.extension().and_then(|e| e.to_str()).unwrap_or("bin")));
+        let tmp = dest.with_extension(format!(
+            "{}.part",
+            dest.extension().and_then(|e| e.to_str()).unwrap_or("bin")
+        ));
         let mut last = None;
-        for attempt in 0..3u32 {
+        for attempt in 0..5u32 {
             match self.try_fetch(url, &tmp).await {
                 Ok(()) => {
                     tokio::fs::rename(&tmp, dest).await?;
@@ -108,9 +136,28 @@ impl Downloader {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let (mut file, start) = match status {
-            206 => (tokio::fs::OpenOptions::new().append(true).open(tmp).await?, have),
+            206 => {
+                let from = content_range_start(resp.headers());
+                if from != Some(have) {
+                    // Not the resume we asked for: start over next time.
+                    let _ = tokio::fs::remove_file(tmp).await;
+                    return Err(DownloadError::BadRange {
+                        got: from.unwrap_or(0),
+                        want: have,
+                    });
+                }
+                (
+                    tokio::fs::OpenOptions::new().append(true).open(tmp).await?,
+                    have,
+                )
+            }
             200 => (tokio::fs::File::create(tmp).await?, 0),
-            s => return Err(DownloadError::Status(s)),
+            s => {
+                if s == 416 {
+                    let _ = tokio::fs::remove_file(tmp).await;
+                }
+                return Err(DownloadError::Status(s));
+            }
         };
         let want = resp.content_length().map(|l| l + start);
         let mut got = start;
@@ -126,6 +173,13 @@ impl Downloader {
             _ => Ok(()),
         }
     }
+}
+
+/// The first byte of `Content-Range: bytes START-END/TOTAL`.
+fn content_range_start(h: &reqwest::header::HeaderMap) -> Option<u64> {
+    let v = h.get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let range = v.trim().strip_prefix("bytes")?.trim();
+    range.split('-').next()?.trim().parse().ok()
 }
 
 /// `<key>.<ext>` for the main video, `<key>-<n>.<ext>` for the others

@@ -11,12 +11,15 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use switchyard_core::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A running daemon (runtime + HTTP server).
 pub struct Daemon {
     pub rt: Arc<Runtime>,
+    /// The control API's bearer token (SIGHUP re-reads its file).
+    pub auth: Arc<http::Auth>,
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -26,6 +29,8 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the store, starts the runtime and binds the control listener.
     pub async fn start(cfg: &Config) -> anyhow::Result<Daemon> {
+        let token = cfg.daemon.auth_token().map_err(crate::Invalid)?;
+        let auth = Arc::new(http::Auth::new(token.as_ref()));
         let shutdown = CancellationToken::new();
         let rt = Runtime::start(cfg, shutdown.child_token())?;
         let listener = TcpListener::bind(cfg.daemon.listen)
@@ -33,9 +38,9 @@ impl Daemon {
             .with_context(|| format!("binding {}", cfg.daemon.listen))?;
         let addr = listener.local_addr()?;
         if let Some(dir) = cfg.daemon.inbox_dir.clone() {
-            tokio::spawn(crate::inbox::run(rt.clone(), dir));
+            tokio::spawn(crate::inbox::run(rt.clone(), dir, cfg.daemon.inbox_settle));
         }
-        let app = http::router(rt.clone());
+        let app = http::router(rt.clone(), auth.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             let res = axum::serve(listener, app)
@@ -45,8 +50,18 @@ impl Daemon {
                 tracing::error!("HTTP server: {e}");
             }
         });
-        tracing::info!(%addr, providers = rt.providers.len(), "switchyard daemon listening");
-        Ok(Daemon { rt, addr, shutdown, server, grace: cfg.daemon.shutdown_grace })
+        if !addr.ip().is_loopback() && !auth.enabled() {
+            tracing::warn!(%addr, "listening beyond loopback without daemon.auth_token_file: anyone who can reach this address controls the queue");
+        }
+        tracing::info!(%addr, providers = rt.providers.len(), auth = auth.enabled(), "switchyard daemon listening");
+        Ok(Daemon {
+            rt,
+            auth,
+            addr,
+            shutdown,
+            server,
+            grace: cfg.daemon.shutdown_grace,
+        })
     }
 
     /// Stops intake and dispatch, lets in-flight requests finish within the
@@ -54,10 +69,23 @@ impl Daemon {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.rt.tracker.close();
-        if tokio::time::timeout(self.grace, self.rt.tracker.wait()).await.is_err() {
-            tracing::warn!(grace_s = self.grace.as_secs(), "in-flight requests did not finish within the grace period");
+        if tokio::time::timeout(self.grace, self.rt.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "in-flight requests did not finish within the grace period: their jobs are reconciled at the next start"
+            );
         }
-        let _ = self.server.await;
+        // The listener stopped accepting at cancel(); connections still open
+        // (a slow client) get what is left of a short bound, not forever.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), self.server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP connections still open at exit were dropped");
+        }
         self.rt.store.flush_now()?;
         tracing::info!("stopped cleanly");
         Ok(())
@@ -66,17 +94,18 @@ impl Daemon {
 
 /// `switchyard daemon`: runs until SIGTERM/SIGINT; SIGHUP reloads.
 pub async fn run(cfg: Config, cfg_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("installing signal handlers")?;
     let daemon = Daemon::start(&cfg).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = spawn_watchdog(daemon.shutdown.clone());
+    let watchdog = spawn_watchdog(daemon.rt.clone(), daemon.shutdown.clone());
+    let mut running = cfg;
     while let Some(sig) = signals.next().await {
         match sig {
             SIGHUP => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                match Config::load(cfg_path.as_deref()) {
-                    Ok(new) => daemon.rt.reload(&new),
-                    Err(e) => tracing::error!("reload refused, keeping the running configuration: {e:#}"),
+                if let Some(new) = reload(&daemon, &running, cfg_path.as_deref()) {
+                    running = new;
                 }
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
@@ -91,16 +120,87 @@ pub async fn run(cfg: Config, cfg_path: Option<PathBuf>) -> anyhow::Result<()> {
     daemon.stop().await
 }
 
-/// Pings systemd's watchdog at half its interval while the runtime lives.
-fn spawn_watchdog(stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+/// SIGHUP: re-reads the config file and the environment. Rate limits,
+/// budgets, polling settings, max_in_flight/max_attempts and the auth token
+/// take effect at once; anything else waits for a restart (said in the log).
+/// A config with any problem is refused whole and the running one kept.
+fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> Option<Config> {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running configuration: {e:#}");
+            return None;
+        }
+    };
+    let token = match new.daemon.auth_token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running configuration: {e:#}");
+            return None;
+        }
+    };
+    daemon.auth.set(token.as_ref());
+    daemon.rt.reload(&new);
+    let d = (&running.daemon, &new.daemon);
+    let mut later = Vec::new();
+    if d.0.data_dir != d.1.data_dir {
+        later.push("daemon.data_dir");
+    }
+    if d.0.listen != d.1.listen {
+        later.push("daemon.listen");
+    }
+    if d.0.output_dir != d.1.output_dir {
+        later.push("daemon.output_dir");
+    }
+    if d.0.inbox_dir != d.1.inbox_dir || d.0.inbox_settle != d.1.inbox_settle {
+        later.push("daemon.inbox_*");
+    }
+    if d.0.shutdown_grace != d.1.shutdown_grace || d.0.request_timeout != d.1.request_timeout {
+        later.push("daemon timeouts");
+    }
+    for (name, p) in &running.providers {
+        match new.providers.get(name) {
+            None => {
+                tracing::warn!(provider = %name, "provider removed from the config: it keeps running until the next restart")
+            }
+            Some(np)
+                if np.kind != p.kind
+                    || np.base_url != p.base_url
+                    || np.api_key_env != p.api_key_env
+                    || np.api_key_file != p.api_key_file =>
+            {
+                tracing::warn!(provider = %name, "kind, base_url or API key settings changed: they take effect at the next restart");
+            }
+            Some(_) => {}
+        }
+    }
+    if !later.is_empty() {
+        tracing::warn!(changed = ?later, "these settings take effect at the next restart");
+    }
+    Some(new)
+}
+
+/// Pings systemd's watchdog at half its interval, as long as the store
+/// answers (a wedged daemon stops pinging and systemd restarts it).
+fn spawn_watchdog(rt: Arc<Runtime>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Some(usec) = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok()) else {
+        let Some(usec) = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
             return;
         };
         let every = std::time::Duration::from_micros(usec / 2);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                _ = tokio::time::sleep(every) => {
+                    let rt2 = rt.clone();
+                    let probe = tokio::task::spawn_blocking(move || rt2.store.get("").is_ok());
+                    match tokio::time::timeout(every, probe).await {
+                        Ok(Ok(true)) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                        _ => tracing::error!("the store did not answer: not pinging the watchdog"),
+                    }
+                }
                 _ = stop.cancelled() => return,
             }
         }
