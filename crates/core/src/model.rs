@@ -68,7 +68,9 @@ impl FromStr for ProviderKind {
             .iter()
             .copied()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown provider kind {s:?} (expected ugclab, ugen, ulazai or viggle)"))
+            .ok_or_else(|| {
+                format!("unknown provider kind {s:?} (expected ugclab, ugen, ulazai or viggle)")
+            })
     }
 }
 
@@ -143,6 +145,10 @@ pub struct Job {
     /// The budget period the reservation was taken in (e.g. `2026-11`).
     #[serde(default)]
     pub budget_period: Option<String>,
+    /// When the provider acknowledged the create: polling and the poll
+    /// timeout count from here, not from intake, and survive restarts.
+    #[serde(default)]
+    pub submitted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -168,6 +174,7 @@ impl Job {
             output_files: Vec::new(),
             seq,
             budget_period: None,
+            submitted_at: None,
             created_at: now.to_string(),
             updated_at: now.to_string(),
         }

@@ -1,5 +1,5 @@
 //! When to poll a live job next: a pure, clock-free policy, so the daemon's
-//! timer queue only stores the instant it returns and a test or benchmark can
+//! timer queue only stores the delay it returns, and a test or benchmark can
 //! replay it in virtual time. Given the same rng it returns the same delays.
 //!
 //! Without progress (UlazAI, or before a provider's progress starts rising)
@@ -7,28 +7,50 @@
 //! each delay grows by half up to `max`: polls per job grow with the
 //! logarithm of its duration until `max` is reached.
 //!
-//! With progress the plan predicts the finish. Reported percentages are
-//! rounded, so each observation `(t, p)` says the true position was within
-//! `p ± 0.5` (a provider's "99 until done" cap means `[98.5, 100)`). The
-//! first observation above zero is the anchor (progress sitting at 0 while
-//! pending says nothing about the rate, so it is not used); each later
-//! observation `c` bounds the rate to `[(Δp - 1) / Δt, (Δp + 1) / Δt]` and so
-//! the finish to a window `[early_c, late_c]`. The plan takes the earliest
-//! `late_c` (optimistic: providers whose progress lags, jumps or plateaus,
-//! like U-Gen's per-segment steps, only ever make a late bound later) and,
-//! for its start, the latest `early_c` not after it. Then:
+//! With progress the plan predicts the finish, assuming only that progress
+//! is reported in whole percent. A reading `(t, p)` puts the true position
+//! within `p ± 0.5` (a "99 until done" cap: `[98.5, 100)`). Readings of 0
+//! say the work has not started (pending), not how fast it goes, so the
+//! first reading above 0 is the anchor, and each later new value `c` bounds
+//! the rate to `[(Δp - 1) / Δt, (Δp + 1) / Δt]` and so the finish to a
+//! window `[early_c, late_c]`. The last 0 read before the anchor adds a lower
+//! bound on the rate that holds even when later readings lag.
 //!
-//! - window narrow (at most `precision`): poll at the late end, where a job
-//!   moving linearly is certainly done: one poll, delay at most the window;
-//! - window wide: poll at the early end (the job cannot be done yet, and the
-//!   longer baseline narrows the window), or half-way to the late end when
-//!   that is later, so the next answer aims precisely;
-//! - every bound already passed by a live job (the provider slowed down, or
-//!   is not linear at all): short steps from `floor`, growing by half.
+//! Providers whose progress lags, jumps or plateaus (U-Gen's moves one step
+//! per finished segment) only ever make a late bound later, so the plan
+//! takes the earliest `late_c` as the window's end and, as its start, the
+//! latest `early_c` not after that end. Then:
 //!
-//! Every delay is at least `floor` and at most `max`, jittered by
-//! `±jitter` (a poll aimed at a predicted finish is only ever jittered later:
-//! polling just before the finish would cost a poll and add a step).
+//! - window narrow (at most `precision`, or 1.5 % of the predicted
+//!   duration, as whole percents allow no better) and the end close (within
+//!   30 % of the predicted duration): poll at the end, where a job moving
+//!   steadily is certainly done. One poll; the delay is at most the window.
+//! - otherwise refine: go 80 % of the way to the window's start (the job
+//!   cannot be done before it), or to half-way to its end when that is
+//!   later, or to the end itself when the window is narrow but far. The next
+//!   reading has a longer baseline, and the shortfall leaves room to catch a
+//!   lagging reading's late prediction before the real finish.
+//!
+//! When a predicted end passes with the job still live, the readings since
+//! the anchor are not describing it (it slowed down, or they lag): the plan
+//! re-anchors on the reading before the latest, so the estimate follows the
+//! recent pace. Until a new window stands, and whenever every end has
+//! passed, it polls in short steps from `floor`, growing by half. If the
+//! readings disagree with the window's end (no start is left), two polls
+//! that halve the way to an end that does not move are enough: the next one
+//! goes there.
+//!
+//! A reading repeated (a plateau, or a "99 until done" cap) adds nothing: a
+//! stall must not look like a finish always a step away. Progress that goes
+//! back (a retry) starts the estimate over.
+//!
+//! Every delay is at least `floor` and at most `max`, jittered by `±jitter`;
+//! a poll aimed at a predicted finish is only jittered later (a poll just
+//! before the finish costs a poll and adds a step).
+//!
+//! `elapsed` should count from the provider's acknowledgement and survive a
+//! restart; if it does not, the estimate still works (it uses time
+//! differences only) but the close and resolution thresholds are skewed.
 
 use rand::Rng;
 use std::time::Duration;
@@ -38,6 +60,22 @@ use std::time::Duration;
 const GROWTH: f64 = 1.5;
 /// Observations kept after the anchor (the most recent ones).
 const KEEP: usize = 16;
+/// A poll that refines the prediction goes this share of the way to its
+/// target, so a reading that lags (and so predicts late) is still followed
+/// by a poll before the real finish.
+const APPROACH: f64 = 0.8;
+/// A predicted finish is aimed at directly only from this close (a share of
+/// the predicted duration): from further away a lagging reading would turn
+/// into a late poll.
+const CLOSE: f64 = 0.3;
+/// Readings in whole percent place a finish no closer than about a percent
+/// of the run: a window this narrow (a share of the predicted duration) is
+/// as narrow as it gets, whatever `precision` says.
+const RESOLUTION: f64 = 0.015;
+/// When readings disagree with the predicted end (the job slowed down, or
+/// they lag), the plan halves the way to it; after this many halvings that
+/// did not move the end, it polls at the end (each halving costs a poll).
+const HALVINGS: u32 = 2;
 
 /// A provider's polling settings (from its `[providers.X.poll]` config).
 #[derive(Debug, Clone, PartialEq)]
@@ -152,10 +190,16 @@ pub struct PollPlan {
     overdue: u32,
     anchor: Option<Obs>,
     seen: Vec<Obs>,
-    last: Option<f64>,
-    zero: f64,
-    restarted: bool,
+    /// The latest reading.
+    last: Option<Obs>,
+    /// A prediction failed and no new one stands yet.
+    lost: bool,
+    /// When progress last read 0 before the first rise.
+    zero: Option<f64>,
+    /// A lower bound on the rate (percent per second), from that zero.
     min_rate: f64,
+    /// Refines in a row halving the way to an end that did not move.
+    halvings: u32,
     mode: Option<PollMode>,
     predicted: Option<(f64, f64)>,
 }
@@ -200,30 +244,63 @@ impl PollPlan {
     ) -> Duration {
         let now = elapsed.as_secs_f64();
         self.polls = self.polls.saturating_add(1);
+        let before = self.last;
         if let Some(p) = progress {
-            self.observe(now, f64::from(p.min(100)));
+            let p = f64::from(p.min(100));
+            self.observe(now, p);
+            // The job is live past the end last predicted: its progress is
+            // not moving as the readings since the anchor say (it slowed
+            // down, or they lag). Start over from the reading before this
+            // one, so the estimate follows the recent pace.
+            if self.predicted.is_some_and(|(_, l)| l < now) {
+                self.lost = true;
+                if let Some(b) = before.filter(|b| b.p > 0.0 && b.t < now && p >= b.p) {
+                    self.anchor = Some(b);
+                    self.seen.clear();
+                    if p > b.p {
+                        self.seen.push(Obs { t: now, p });
+                    }
+                    self.zero = None;
+                    self.min_rate = 0.0;
+                }
+            }
         }
         let floor = policy.floor_s();
-        let (mode, secs) = match self.estimate(now) {
-            Estimate::Window { late, early, n } => {
+        let estimate = match self.estimate(now) {
+            Estimate::Unknown if self.lost => Estimate::Passed,
+            e => e,
+        };
+        let (mode, secs) = match estimate {
+            Estimate::Window { late, early } => {
+                self.lost = false;
+                let precision = policy.precision.as_secs_f64().max(RESOLUTION * late);
+                let same_end = self.mode == Some(PollMode::Refine)
+                    && self
+                        .predicted
+                        .is_some_and(|(_, l)| (l - late).abs() <= precision);
+                self.halvings = if same_end && early <= now {
+                    self.halvings + 1
+                } else {
+                    0
+                };
                 self.overdue = 0;
                 self.predicted = Some((early, late));
-                let reach: f64 = std::env::var("POLL_REACH").ok().and_then(|v| v.parse().ok()).unwrap_or(1e9);
-                let prec: f64 = std::env::var("POLL_PREC").ok().and_then(|v| v.parse().ok()).unwrap_or(policy.precision.as_secs_f64());
-                let env = |k: &str, d: f64| -> f64 { std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d) };
-                let f = env("POLL_F", 1.0);
-                let a = env("POLL_A", 1e9);
-                let (m, d) = if late - early <= prec && late - now <= (a * late).max(prec) {
+                let narrow = late - early <= precision;
+                let close = late - now <= (CLOSE * late).max(precision);
+                if (narrow && close) || self.halvings >= HALVINGS {
                     (PollMode::Aim, late - now)
-                } else if late - early <= prec {
-                    (PollMode::Refine, f * (late - now))
                 } else {
-                    let half = now + 0.5 * (late - now);
-                    (PollMode::Refine, f * (early.max(half) - now))
-                };
-                let slack: f64 = std::env::var("POLL_SLACK").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-                let reach = if n < 2 { env("POLL_REACH1", reach) } else { reach };
-                if d > reach * now + slack { (PollMode::Refine, reach * now) } else { (m, d) }
+                    // Not yet: most of the way to where the answer is due
+                    // (the window's start, or half-way to its end when that
+                    // is later), so the next answer has a long baseline and
+                    // a lagging reading is caught before the finish.
+                    let target = if narrow {
+                        late
+                    } else {
+                        early.max(now + 0.5 * (late - now))
+                    };
+                    (PollMode::Refine, APPROACH * (target - now))
+                }
             }
             Estimate::Passed => {
                 let k = self.overdue.min(64) as i32;
@@ -242,24 +319,25 @@ impl PollPlan {
     }
 
     fn observe(&mut self, t: f64, p: f64) {
-        let prev = self.last.replace(p);
+        let prev = self.last.replace(Obs { t, p }).map(|o| o.p);
         if prev.is_some_and(|l| p < l - 1.0) {
             // Progress went back (a retry, a new attempt): start over.
             self.anchor = None;
             self.seen.clear();
-            self.restarted = true;
+            self.zero = None;
             self.min_rate = 0.0;
         }
         match self.anchor {
             // Zero says the work has not started, not how fast it goes.
-            None if p <= 0.0 => {
-                self.zero = t;
-                self.restarted = false;
-            }
+            None if p <= 0.0 => self.zero = Some(t),
             None => {
                 self.anchor = Some(Obs { t, p });
-                if !self.restarted && t > self.zero && std::env::var("POLL_NOZERO").is_err() {
-                    self.min_rate = (p - 0.5) / (t - self.zero);
+                // Below 0.5 then, at least p - 0.5 now: whatever lags
+                // later, the job moved at least this fast. Only from a zero
+                // actually read, so the bound does not depend on where
+                // `elapsed` starts counting.
+                if let Some(z) = self.zero.filter(|z| t > *z) {
+                    self.min_rate = (p - 1.0) / (t - z);
                 }
             }
             // Still at the anchor's value before any rise: the later
@@ -282,21 +360,19 @@ impl PollPlan {
         let Some(a) = self.anchor else {
             return Estimate::Unknown;
         };
-        if self.last.is_some_and(|l| l >= 100.0) {
+        if self.last.is_some_and(|l| l.p >= 100.0) {
             // Done by its own account but not by its status: finishing now.
             return Estimate::Passed;
         }
         let mut late = f64::INFINITY;
         let mut windows = Vec::with_capacity(self.seen.len());
         let mut any = false;
-        let mut windows_n = 0usize;
         for c in &self.seen {
             let (dt, dp) = (c.t - a.t, c.p - a.p);
             if dt <= 0.0 || dp < 2.0 {
                 continue;
             }
             any = true;
-            windows_n += 1;
             let (r_low, r_up) = (((dp - 1.0) / dt).max(self.min_rate), (dp + 1.0) / dt);
             let hi = if c.p >= 99.0 { 100.0 } else { c.p + 0.5 };
             let late_c = c.t + (100.5 - c.p) / r_low;
@@ -316,19 +392,19 @@ impl PollPlan {
                 Estimate::Unknown
             };
         }
-        let early = if std::env::var("POLL_EARLY").is_ok() { windows
+        // The window's start: the latest early bound not after its end (a
+        // lagging reading's early bound can be, and is then ignored).
+        let early = windows
             .into_iter()
-            .filter(|e| *e > now)
-            .fold(late, f64::min)
-            .max(now) } else {
-            windows.into_iter().filter(|e| *e <= late).fold(now, f64::max) };
-        Estimate::Window { late, early, n: windows_n }
+            .filter(|e| *e <= late)
+            .fold(now, f64::max);
+        Estimate::Window { late, early }
     }
 }
 
 enum Estimate {
     Unknown,
-    Window { late: f64, early: f64, n: usize },
+    Window { late: f64, early: f64 },
     Passed,
 }
 
@@ -476,48 +552,133 @@ mod tests {
 
     #[test]
     fn polls_grow_sub_linearly_with_duration() {
-        let policy = PollPolicy::default();
-        let mean = |dur: f64, curve: &dyn Fn(f64) -> Option<u8>| {
+        // With the cap out of the way, each doubling of the duration adds a
+        // bounded number of polls: logarithmic, with or without progress.
+        let uncapped = PollPolicy {
+            max: Duration::from_secs(24 * 3600),
+            ..PollPolicy::default()
+        };
+        let mean = |policy: &PollPolicy, dur: f64, progress: bool| {
+            let curve = linear(dur);
             (0..20)
-                .map(|s| run(&policy, dur, s, curve).0 as f64)
+                .map(|s| run(policy, dur, s, |t| if progress { curve(t) } else { None }).0 as f64)
                 .sum::<f64>()
                 / 20.0
         };
-        let short = mean(60.0, &linear(60.0));
-        let long = mean(600.0, &linear(600.0));
-        // Ten times the duration, well under ten times the polls.
-        assert!(long < 2.5 * short, "60 s: {short} polls, 600 s: {long}");
-        let short = mean(60.0, &|_| None);
-        let long = mean(600.0, &|_| None);
-        assert!(
-            long < 3.0 * short,
-            "no progress: 60 s: {short} polls, 600 s: {long}"
-        );
+        for progress in [true, false] {
+            let polls: Vec<f64> = [30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0]
+                .iter()
+                .map(|d| mean(&uncapped, *d, progress))
+                .collect();
+            assert!(
+                polls.windows(2).all(|w| w[1] - w[0] <= 2.0),
+                "progress {progress}: {polls:?}"
+            );
+        }
+        // With the default cap of 60 s, still far below fixed 5 s polling.
+        let policy = PollPolicy::default();
+        for dur in [60.0, 120.0, 300.0, 600.0, 1200.0] {
+            let fixed5 = (dur / 5.0f64).ceil();
+            let with = mean(&policy, dur, true);
+            let without = mean(&policy, dur, false);
+            assert!(
+                with * 3.0 <= fixed5 + 3.0,
+                "{dur} s: {with} polls vs {fixed5}"
+            );
+            assert!(
+                without * 2.0 <= fixed5 + 6.0,
+                "{dur} s: {without} polls vs {fixed5}"
+            );
+        }
+    }
+
+    /// U-Gen's curve: linear, except that during generation (positions 0.3
+    /// to 0.75) it moves in one step per finished segment, so it lags.
+    fn stepped(dur: f64, segments: u32) -> impl Fn(f64) -> Option<u8> {
+        move |t| {
+            let x = ((t / dur - 0.1) / 0.9).clamp(0.0, 1.0);
+            let n = f64::from(segments);
+            let x = if (0.3..0.75).contains(&x) {
+                0.3 + 0.45 * ((x - 0.3) / 0.45 * n).floor() / n
+            } else {
+                x
+            };
+            Some(((x * 100.0).round() as u8).min(99))
+        }
     }
 
     #[test]
-    fn stepped_and_stalled_progress_is_still_caught() {
+    fn lagging_progress_is_still_caught() {
+        let policy = PollPolicy::default();
+        for segments in [1, 3] {
+            let mut delays = Vec::new();
+            for dur in [25.0, 30.0, 35.0, 45.0, 60.0, 90.0, 150.0, 240.0] {
+                for seed in 0..20 {
+                    let (polls, delay) = run(&policy, dur, seed, stepped(dur, segments));
+                    let most = (0.15 * dur).max(3.0);
+                    assert!(
+                        delay <= most,
+                        "{segments}/{dur}/{seed}: delay {delay}, {polls} polls"
+                    );
+                    delays.push(delay);
+                }
+            }
+            delays.sort_by(f64::total_cmp);
+            let p90 = delays[delays.len() * 9 / 10];
+            assert!(p90 <= 3.0, "{segments} segments: p90 delay {p90}");
+        }
+    }
+
+    #[test]
+    fn stalled_progress_costs_few_polls() {
         let policy = PollPolicy::default();
         for dur in [60.0, 90.0, 240.0] {
-            // U-Gen's one-segment curve: stuck at 30 for 45 % of the run.
-            let stepped = move |t: f64| {
-                let x = ((t / dur - 0.1) / 0.9).clamp(0.0, 1.0);
-                let x = if (0.3..0.75).contains(&x) { 0.3 } else { x };
-                Some(((x * 100.0).round() as u8).min(99))
-            };
-            for seed in 0..20 {
-                let (polls, delay) = run(&policy, dur, seed, stepped);
-                assert!(
-                    delay <= 0.1 * dur,
-                    "dur {dur}: delay {delay}, {polls} polls"
-                );
-            }
-            // Progress that stalls at 60 and only then finishes much later.
+            // Progress that stalls at 60 and only finishes at three times
+            // the pace it showed.
             let stall = move |t: f64| Some(((t / dur * 100.0).round() as u8).min(60));
             for seed in 0..20 {
                 let (polls, _) = run(&policy, 3.0 * dur, seed, stall);
                 assert!(polls < 40, "stalled {dur}: {polls} polls");
             }
+        }
+    }
+
+    #[test]
+    fn a_job_followed_from_the_middle_or_restarted_is_still_caught() {
+        let policy = PollPolicy::default();
+        for seed in 0..20 {
+            // Picked up after a daemon restart: already at 50 %, elapsed
+            // counting from the restart, finishing 100 s later.
+            let (polls, delay) = run(&policy, 100.0, seed, |t| {
+                Some(((50.0 + t / 2.0).round() as u8).min(99))
+            });
+            assert!(
+                delay <= 3.5 && polls <= 7,
+                "mid-job: {polls} polls, delay {delay}"
+            );
+            // A retry: rises to 90 by 60 s, falls back to 0, then runs a
+            // fresh 100 s attempt.
+            let (polls, delay) = run(&policy, 160.0, seed, |t| {
+                let x = if t < 60.0 { t * 1.5 } else { t - 60.0 };
+                Some((x.round() as u8).min(99))
+            });
+            assert!(
+                delay <= 3.5 && polls <= 11,
+                "retry: {polls} polls, delay {delay}"
+            );
+            // Slowing down: fast to 50 %, then at a third of the pace.
+            let (polls, delay) = run(&policy, 160.0, seed, |t| {
+                let x = if t < 40.0 {
+                    t * 1.25
+                } else {
+                    50.0 + (t - 40.0) / 2.4
+                };
+                Some((x.round() as u8).min(99))
+            });
+            assert!(
+                delay <= 4.0 && polls <= 11,
+                "slowing: {polls} polls, delay {delay}"
+            );
         }
     }
 

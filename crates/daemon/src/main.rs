@@ -4,6 +4,8 @@
 
 mod batch;
 mod bench;
+mod bench_poll;
+mod bench_scale;
 mod check;
 mod client;
 mod config;
@@ -33,8 +35,24 @@ impl std::fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 1 operational failure (e.g. the daemon cannot be reached), 2 bad usage or invalid input.
+
+Environment:
+  SWITCHYARD_CONFIG          config file (when --config is not given)
+  SWITCHYARD_<SECTION>__<KEY> overrides a config key, e.g. SWITCHYARD_DAEMON__LISTEN=127.0.0.1:7701
+  SWITCHYARD_DAEMON_URL      the daemon's URL for client commands
+  SWITCHYARD_TOKEN_FILE      file holding the daemon's bearer token, for client commands
+  SWITCHYARD_LOG             log filter (tracing EnvFilter syntax, default \"info\")
+  SWITCHYARD_LOG_FORMAT=json JSON log lines instead of human-readable ones";
+
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Runs batches of AI video-generation jobs against provider APIs: durable queue, rate limits, credit budgets, polling.")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Runs batches of AI video-generation jobs against provider APIs: durable queue, rate limits, credit budgets, polling.",
+    after_help = AFTER_HELP
+)]
 struct Cli {
     /// Config file (default: $SWITCHYARD_CONFIG, then /etc/switchyard/switchyard.toml, then built-in defaults).
     #[arg(long, global = true, value_name = "FILE")]
@@ -42,6 +60,14 @@ struct Cli {
     /// URL of the running daemon for client commands (default: from the config's daemon.listen).
     #[arg(long, global = true, env = "SWITCHYARD_DAEMON_URL", value_name = "URL")]
     daemon_url: Option<String>,
+    /// File holding the daemon's bearer token, for client commands (default: the config's daemon.auth_token_file, if readable).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -59,13 +85,18 @@ enum Cmd {
     },
     /// Run the daemon in the foreground (systemd Type=notify). SIGTERM/SIGINT drain, SIGHUP reloads.
     Daemon,
-    /// Send batch files (TOML or JSON Lines) to the running daemon.
+    /// Send batch files (TOML or JSON Lines) to the running daemon; prints accepted and already-known counts.
+    ///
+    /// Each file is checked whole before anything is queued: a file with any
+    /// invalid job is rejected, with every problem listed by file and line (exit 2).
     Submit {
+        /// Batch files: TOML (`[[jobs]]`) or JSON Lines (`.jsonl`, one job object a line).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Follow the jobs until each has ended.
+        /// Follow the jobs until each has ended (progress on stderr).
         #[arg(long)]
         wait: bool,
+        /// Print JSON and nothing else on stdout: the counts per file, or with --wait the jobs.
         #[arg(long)]
         json: bool,
     },
@@ -77,30 +108,56 @@ enum Cmd {
         /// Only jobs of this provider (a provider table name).
         #[arg(long)]
         provider: Option<String>,
+        /// Print one JSON array of jobs and nothing else on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Show one job with its history of transitions.
     Show {
+        /// The job's key (from its batch file).
         key: String,
+        /// Print the job as one JSON object (with `history`) and nothing else on stdout.
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a job (the provider's cancellation rules apply).
-    Cancel { key: String },
+    /// Cancel a job: queued and uncertain ones at once, live ones at the provider (whose rules apply).
+    Cancel {
+        /// The job's key.
+        key: String,
+        /// Print the job as one JSON object and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a failed or uncertain job back in the queue.
-    Retry { key: String },
-    /// Per provider: limits, in flight, budget used/reserved/left, health.
-    Providers {
+    Retry {
+        /// The job's key.
+        key: String,
+        /// Print the job as one JSON object and nothing else on stdout.
         #[arg(long)]
         json: bool,
     },
-    /// Live progress until the queue is empty.
+    /// Per provider: rate limit, in flight, queued, budget used/reserved/left, cool-down and health.
+    Providers {
+        /// Print one JSON array and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live progress bars per provider and per job until the queue is empty (plain lines when not on a terminal).
     Watch,
-    /// Validate config or batch files without running anything.
+    /// Validate config or batch files without running anything; every problem is listed with file and line (exit 2).
+    ///
+    /// A file with `[[jobs]]` (or a .jsonl file) is a batch, checked against the
+    /// providers of --config (or, without one, a provider per kind named like it);
+    /// anything else is a config, checked with the SWITCHYARD_* variables applied.
     Check {
+        /// Config or batch files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Print a shell completion script: `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    Completions {
+        /// bash, zsh or fish (also elvish, powershell).
+        shell: clap_complete::Shell,
     },
     /// Measure parts of the system against baselines measured in the same run.
     Bench {
@@ -130,12 +187,24 @@ enum BenchCmd {
         #[arg(long, default_value_t = 400)]
         per_writer: usize,
     },
+    /// Issue 8: throughput, memory, idle CPU and restart time for 1k..100k jobs, beside ceilings from the same run.
+    Scale(bench_scale::ScaleOpts),
+    /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
+    Poll {
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -158,20 +227,62 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sled=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,hyper=warn"));
     let json = std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 
-fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(config::Config, Option<PathBuf>)> {
+fn load_config(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<(config::Config, Option<PathBuf>)> {
     let resolved = config::resolve_path(path);
     let cfg = config::Config::load(resolved.as_deref()).map_err(Invalid)?;
     Ok((cfg, resolved))
+}
+
+fn print_state(key: &str, job: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(job)?);
+    } else {
+        println!("{key}: {}", job["state"].as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+/// The bearer token for client commands: `--token-file` /
+/// `$SWITCHYARD_TOKEN_FILE`, else the config's `daemon.auth_token_file` when
+/// this user can read it, else none.
+fn token(
+    explicit: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<switchyard_core::Secret>> {
+    if let Some(path) = explicit {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        let t = t.trim();
+        if t.is_empty() {
+            return Err(Invalid(anyhow::anyhow!(
+                "the token file {} is empty",
+                path.display()
+            ))
+            .into());
+        }
+        return Ok(Some(switchyard_core::Secret::new(t)));
+    }
+    let from_config = config::resolve_path(config)
+        .and_then(|p| config::Config::load(Some(&p)).ok())
+        .and_then(|c| c.daemon.auth_token().ok().flatten());
+    Ok(from_config)
 }
 
 fn daemon_url(cli: &Cli) -> String {
@@ -186,8 +297,22 @@ fn daemon_url(cli: &Cli) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Completions { shell } = cli.cmd {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "switchyard", &mut script);
+        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(e).context("writing the completion script")
+            }
+            _ => Ok(()),
+        };
+    }
     let url = daemon_url(&cli);
-    let client = || client::Client::new(&url);
+    let token_file = cli.token_file.clone();
+    let cfg_path = cli.config.clone();
+    let client =
+        || client::Client::with_token(&url, token(token_file.as_deref(), cfg_path.as_deref())?);
     match cli.cmd {
         Cmd::Demo { batch, timeout } => demo::run(batch, timeout).await,
         Cmd::Daemon => {
@@ -195,11 +320,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::run(cfg, path).await
         }
         Cmd::Submit { files, wait, json } => client::submit(&client()?, &files, wait, json).await,
-        Cmd::Jobs { state, provider, json } => {
+        Cmd::Jobs {
+            state,
+            provider,
+            json,
+        } => {
             if let Some(s) = &state {
-                s.parse::<switchyard_core::JobState>().map_err(|m| Invalid(anyhow::anyhow!(m)))?;
+                s.parse::<switchyard_core::JobState>()
+                    .map_err(|m| Invalid(anyhow::anyhow!(m)))?;
             }
-            let jobs = client()?.jobs(state.as_deref(), provider.as_deref()).await?;
+            let jobs = client()?
+                .jobs(state.as_deref(), provider.as_deref())
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
@@ -227,15 +359,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Cancel { key } => {
+        Cmd::Cancel { key, json } => {
             let v = client()?.cancel(&key).await?;
-            println!("{key}: {}", v["state"].as_str().unwrap_or("?"));
-            Ok(())
+            print_state(&key, &v, json)
         }
-        Cmd::Retry { key } => {
+        Cmd::Retry { key, json } => {
             let v = client()?.retry(&key).await?;
-            println!("{key}: {}", v["state"].as_str().unwrap_or("?"));
-            Ok(())
+            print_state(&key, &v, json)
         }
         Cmd::Providers { json } => {
             let views = client()?.providers().await?;
@@ -246,27 +376,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Watch => {
-            let c = client()?;
-            let jobs = c.jobs(None, None).await?;
-            let keys: Vec<String> = jobs.iter().filter(|j| !client::settled(j.state)).map(|j| j.key.clone()).collect();
-            if keys.is_empty() {
-                println!("the queue is empty");
-                return Ok(());
-            }
-            let done = client::wait_for(&c, &keys, true).await?;
-            client::print_table(&done);
-            Ok(())
+        Cmd::Watch => watch::run(&client()?).await,
+        Cmd::Completions { .. } => Ok(()), // handled above
+        Cmd::Check { files } => {
+            check::run(cli.config.as_deref(), &files).map_err(|e| Invalid(e).into())
         }
-        Cmd::Check { files } => check::run(cli.config.as_deref(), &files).map_err(|e| Invalid(e).into()),
-        Cmd::Bench { what: BenchCmd::Store { jobs, writers, per_writer } } => {
+        Cmd::Bench {
+            what:
+                BenchCmd::Store {
+                    jobs,
+                    writers,
+                    per_writer,
+                },
+        } => {
             let f = bench::store(jobs, writers, per_writer).await?;
             bench::print(&f);
             Ok(())
         }
+        Cmd::Bench {
+            what: BenchCmd::Scale(opts),
+        } => bench_scale::run(opts).await,
+        Cmd::Bench {
+            what: BenchCmd::Poll { jobs, seed },
+        } => {
+            bench_poll::print(&bench_poll::run(jobs, seed));
+            Ok(())
+        }
         Cmd::Sim { listen, scenario } => {
             let sc = match scenario {
-                Some(p) => switchyard_sim::Scenario::from_file(&p).map_err(|e| Invalid(anyhow::anyhow!("{e}")))?,
+                Some(p) => switchyard_sim::Scenario::from_file(&p)
+                    .map_err(|e| Invalid(anyhow::anyhow!("{e}")))?,
                 None => switchyard_sim::Scenario::default(),
             };
             let cancel = tokio_util::sync::CancellationToken::new();
@@ -276,7 +415,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 c2.cancel();
             });
             println!("simulator listening on http://{listen}");
-            switchyard_sim::run(listen, sc, cancel).await.context("running the simulator")
+            switchyard_sim::run(listen, sc, cancel)
+                .await
+                .context("running the simulator")
         }
     }
 }

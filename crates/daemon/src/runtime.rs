@@ -7,12 +7,13 @@
 
 use crate::config::{Budget, Config, PollConfig, ProviderConfig, RateLimit};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use switchyard_core::poll::{PollPlan, PollPolicy};
 use switchyard_core::{
     Change, Filter, HeldBy, Job, JobError, JobState, LedgerOp, SledStore, Store, StoreError,
 };
@@ -38,7 +39,7 @@ impl Limits {
     pub fn from_config(cfg: &ProviderConfig) -> Limits {
         Limits {
             rate_limit: cfg.rate_limit,
-            limiter: Arc::new(RateLimiter::direct(quota(&cfg.rate_limit))),
+            limiter: Arc::new(RateLimiter::direct(quota(&cfg.rate_limit, 1.0))),
             max_in_flight: cfg.max_in_flight,
             budget: cfg.budget,
             poll: cfg.poll.clone(),
@@ -55,14 +56,21 @@ impl Limits {
 /// margin: with a burst of 2 or more, one burst slot stays in reserve (a
 /// late request followed by an on-time one still fits the provider's
 /// tolerance); with a burst of 1, the interval is stretched by 5 %.
-pub fn quota(rl: &RateLimit) -> Quota {
+pub fn quota(rl: &RateLimit, factor: f64) -> Quota {
     let (count, per) = match (rl.per_second, rl.per_minute) {
         (Some(s), _) => (s.max(1), Duration::from_secs(1)),
         (None, Some(m)) => (m.max(1), Duration::from_secs(60)),
         (None, None) => (50, Duration::from_secs(1)),
     };
-    let burst = rl.burst.unwrap_or(1).max(1);
-    let mut interval = per / count;
+    let factor = factor.clamp(MIN_THROTTLE, 1.0);
+    // A provider that answered 429 has shown it is stricter than the config
+    // says, burst included: while throttled, no bursts at all.
+    let burst = if factor < 1.0 {
+        1
+    } else {
+        rl.burst.unwrap_or(1).max(1)
+    };
+    let mut interval = (per / count).div_f64(factor);
     let kept = if burst >= 2 {
         burst - 1
     } else {
@@ -74,6 +82,9 @@ pub fn quota(rl: &RateLimit) -> Quota {
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(nz)
 }
+
+/// The lowest share of the configured rate the daemon throttles down to.
+const MIN_THROTTLE: f64 = 1.0 / 64.0;
 
 /// Counters shown by `providers` and `/metrics`.
 #[derive(Debug, Default)]
@@ -95,6 +106,11 @@ pub struct ProviderRt {
     pub limits: RwLock<Limits>,
     cooldown_until: Mutex<Option<Instant>>,
     consecutive_429: AtomcU32,
+    /// Share of the configured rate in use: halved when the provider answers
+    /// 429 (it is stricter than the config says), raised again by a fifth
+    /// every 20 good answers. Additive-increase would be slower to recover;
+    /// this keeps a storm short and throughput near the provider's limit.
+    throttle: Mutex<Throttle>,
     /// Set by a 402; cleared by a config reload.
     pub paused: AtomicBool,
     pub in_flight: AtomicUsize,
@@ -107,6 +123,13 @@ pub struct ProviderRt {
 }
 
 type AtomcU32 = std::sync::atomic::AtomicU32;
+
+#[derive(Debug)]
+struct Throttle {
+    factor: f64,
+    good: u32,
+    last_cut: Option<Instant>,
+}
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere while holding it; the
@@ -125,7 +148,30 @@ impl ProviderRt {
         (until > now).then(|| until - now)
     }
 
+    /// Rebuilds the limiter at `factor` of the configured rate.
+    fn set_rate_factor(&self, factor: f64) {
+        let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
+        l.limiter = Arc::new(RateLimiter::direct(quota(&l.rate_limit, factor)));
+    }
+
     fn cool_down(&self, retry_after: Option<Duration>) {
+        {
+            // The requests already in flight when the first 429 arrives get
+            // 429s too; they are one signal, not several.
+            let mut t = lock(&self.throttle);
+            t.good = 0;
+            let recent = t
+                .last_cut
+                .is_some_and(|c| c.elapsed() < Duration::from_secs(1));
+            if !recent && t.factor > MIN_THROTTLE {
+                t.factor = (t.factor / 2.0).max(MIN_THROTTLE);
+                t.last_cut = Some(Instant::now());
+                let f = t.factor;
+                drop(t);
+                self.set_rate_factor(f);
+                tracing::info!(provider = %self.name, share = f, "provider is stricter than the configured rate: throttling down");
+            }
+        }
         let n = self.consecutive_429.fetch_add(1, Ordering::Relaxed).min(6);
         let wait = retry_after.unwrap_or_else(|| {
             let base = Duration::from_secs(1u64 << n);
@@ -155,7 +201,10 @@ impl ProviderRt {
                 _ = limiter.until_ready() => {}
                 _ = cancel.cancelled() => return false,
             }
-            if self.cooldown_remaining().is_none() {
+            // A 429 while we waited replaced the limiter with a slower one:
+            // a permit from the old one does not count.
+            let current = Arc::ptr_eq(&limiter, &read(&self.limits).limiter);
+            if current && self.cooldown_remaining().is_none() {
                 self.counters.requests.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
@@ -166,7 +215,9 @@ impl ProviderRt {
     fn release_slot(&self) {
         let _ = self
             .in_flight
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     pub fn hold(&self) -> Option<HeldBy> {
@@ -179,6 +230,17 @@ impl ProviderRt {
 
     fn ok_answer(&self) {
         self.consecutive_429.store(0, Ordering::Relaxed);
+        let mut t = lock(&self.throttle);
+        if t.factor < 1.0 {
+            t.good += 1;
+            if t.good >= 20 {
+                t.good = 0;
+                t.factor = (t.factor * 1.2).min(1.0);
+                let f = t.factor;
+                drop(t);
+                self.set_rate_factor(f);
+            }
+        }
     }
 }
 
@@ -192,11 +254,27 @@ fn jitter(max: Duration) -> Duration {
 /// Messages to the poll scheduler.
 #[derive(Debug)]
 enum Sched {
-    Track { key: String, provider: String, provider_job_id: String },
+    /// `elapsed`: time since the provider acknowledged the create.
+    Track {
+        key: String,
+        provider: String,
+        provider_job_id: String,
+        elapsed: Duration,
+    },
     /// A webhook named this job: poll it now (`verified`) or soon.
-    Due { provider: String, provider_job_id: String, verified: bool },
-    Polled { key: String, done: bool, progress: Option<u8> },
-    Untrack { key: String },
+    Due {
+        provider: String,
+        provider_job_id: String,
+        verified: bool,
+    },
+    Polled {
+        key: String,
+        done: bool,
+        progress: Option<u8>,
+    },
+    Untrack {
+        key: String,
+    },
 }
 
 pub struct Runtime {
@@ -244,6 +322,11 @@ impl Runtime {
                     limits: RwLock::new(Limits::from_config(pc)),
                     cooldown_until: Mutex::new(None),
                     consecutive_429: AtomcU32::new(0),
+                    throttle: Mutex::new(Throttle {
+                        factor: 1.0,
+                        good: 0,
+                        last_cut: None,
+                    }),
                     paused: AtomicBool::new(false),
                     in_flight: AtomicUsize::new(0),
                     wake: Notify::new(),
@@ -276,9 +359,16 @@ impl Runtime {
     /// After a restart: live jobs are polled again, jobs caught between
     /// sending a create and recording its answer are reconciled.
     fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
-        let live = [JobState::Submitting, JobState::Pending, JobState::Processing];
+        let live = [
+            JobState::Submitting,
+            JobState::Pending,
+            JobState::Processing,
+        ];
         for state in live {
-            for job in self.store.list(&Filter { state: Some(state), provider: None })? {
+            for job in self.store.list(&Filter {
+                state: Some(state),
+                provider: None,
+            })? {
                 let Some(p) = self.providers.get(&job.provider) else {
                     continue;
                 };
@@ -286,9 +376,10 @@ impl Runtime {
                 if state == JobState::Submitting {
                     let rt = self.clone();
                     let p = p.clone();
-                    self.tracker.spawn(async move { rt.reconcile(p, job).await });
+                    self.tracker
+                        .spawn(async move { rt.reconcile(p, job).await });
                 } else if let Some(id) = job.provider_job_id.clone() {
-                    self.track(&job.key, &job.provider, &id);
+                    self.track(&job.key, &job.provider, &id, since_submitted(&job));
                 }
             }
         }
@@ -297,7 +388,10 @@ impl Runtime {
         if self.downloads.is_some() {
             let rt = self.clone();
             tokio::spawn(async move {
-                let done = rt.store.list(&Filter { state: Some(JobState::Completed), provider: None });
+                let done = rt.store.list(&Filter {
+                    state: Some(JobState::Completed),
+                    provider: None,
+                });
                 for job in done.into_iter().flatten() {
                     if job.output_files.is_empty() && !job.output_urls.is_empty() {
                         rt.download(&job);
@@ -326,8 +420,13 @@ impl Runtime {
             }
             Ok(Lookup::NotFound) => {
                 tracing::info!(key = %job.key, "the provider never received the create: queued again");
-                self.requeue(&p, &job.key, "not found at the provider after restart", None)
-                    .await;
+                self.requeue(
+                    &p,
+                    &job.key,
+                    "not found at the provider after restart",
+                    None,
+                )
+                .await;
             }
             Ok(Lookup::Unsupported) | Err(_) => {
                 let why = match found {
@@ -355,15 +454,17 @@ impl Runtime {
         if let Some(d) = self.downloads.clone() {
             let store = self.store.clone();
             let job = job.clone();
-            self.tracker.spawn(async move { d.fetch_job(&store, &job).await });
+            self.tracker
+                .spawn(async move { d.fetch_job(&store, &job).await });
         }
     }
 
-    fn track(&self, key: &str, provider: &str, provider_job_id: &str) {
+    fn track(&self, key: &str, provider: &str, provider_job_id: &str, elapsed: Duration) {
         let _ = self.sched.send(Sched::Track {
             key: key.into(),
             provider: provider.into(),
             provider_job_id: provider_job_id.into(),
+            elapsed,
         });
     }
 
@@ -401,15 +502,25 @@ impl Runtime {
                 Err(ProviderError::RateLimited { retry_after }) => {
                     p.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                     p.cool_down(retry_after);
-                    self.requeue(&p, &job.key, "provider rate limit (429)", Some(HeldBy::Rate))
-                        .await;
+                    self.requeue(
+                        &p,
+                        &job.key,
+                        "provider rate limit (429)",
+                        Some(HeldBy::Rate),
+                    )
+                    .await;
                     return;
                 }
                 Err(ProviderError::InsufficientCredits(msg)) => {
                     p.paused.store(true, Ordering::Relaxed);
                     tracing::error!(provider = %p.name, "provider reports insufficient credits (402): dispatch paused until the config is reloaded: {msg}");
-                    self.requeue(&p, &job.key, "provider has no credits left (402)", Some(HeldBy::Paused))
-                        .await;
+                    self.requeue(
+                        &p,
+                        &job.key,
+                        "provider has no credits left (402)",
+                        Some(HeldBy::Paused),
+                    )
+                    .await;
                     return;
                 }
                 Err(e @ (ProviderError::Transient(_) | ProviderError::Unavailable(_))) => {
@@ -436,7 +547,8 @@ impl Runtime {
                         }
                     }
                     if attempt >= max {
-                        let err = JobError::new("transient", format!("{msg} (after {attempt} attempts)"));
+                        let err =
+                            JobError::new("transient", format!("{msg} (after {attempt} attempts)"));
                         self.fail(&p, &job.key, JobState::Submitting, err).await;
                         return;
                     }
@@ -449,7 +561,11 @@ impl Runtime {
                     }
                     attempt += 1;
                     let edit = move |j: &mut Job| j.attempts = attempt;
-                    let _ = self.store.apply(&job.key, JobState::Submitting, Change::to(JobState::Submitting, "").edit(&edit));
+                    let _ = self.store.apply(
+                        &job.key,
+                        JobState::Submitting,
+                        Change::to(JobState::Submitting, "").edit(&edit),
+                    );
                     if self.store.sync().await.is_err() {
                         return;
                     }
@@ -467,7 +583,11 @@ impl Runtime {
     async fn uncertain(&self, p: &ProviderRt, key: &str, why: &str) {
         let err = JobError::new("uncertain", format!("create answered with a transient error ({why}) and the provider cannot be asked whether the job exists"));
         let edit = move |j: &mut Job| j.error = Some(err.clone());
-        if let Err(e) = self.store.apply(key, JobState::Submitting, Change::to(JobState::Uncertain, why).edit(&edit)) {
+        if let Err(e) = self.store.apply(
+            key,
+            JobState::Submitting,
+            Change::to(JobState::Uncertain, why).edit(&edit),
+        ) {
             tracing::error!(%key, "marking uncertain: {e}");
         }
         let _ = self.store.sync().await;
@@ -513,7 +633,13 @@ impl Runtime {
     /// Records what the provider said about a job in state `from`. Returns
     /// the job's new state, or `None` if the store refused (e.g. the job was
     /// cancelled meanwhile).
-    async fn record(&self, p: &ProviderRt, key: &str, from: JobState, st: RemoteStatus) -> Option<JobState> {
+    async fn record(
+        &self,
+        p: &ProviderRt,
+        key: &str,
+        from: JobState,
+        st: RemoteStatus,
+    ) -> Option<JobState> {
         let to: JobState = st.state.into();
         let ledger = if to.is_terminal() {
             let charged = st.credits_charged;
@@ -522,9 +648,13 @@ impl Runtime {
                 (JobState::Completed, c) => {
                     // Without a reported charge, the estimate is the best fact.
                     let c = c.unwrap_or(u64::MAX);
-                    LedgerOp::Settle { charged: c.saturating_sub(refunded) }
+                    LedgerOp::Settle {
+                        charged: c.saturating_sub(refunded),
+                    }
                 }
-                (_, Some(c)) if c > refunded => LedgerOp::Settle { charged: c - refunded },
+                (_, Some(c)) if c > refunded => LedgerOp::Settle {
+                    charged: c - refunded,
+                },
                 _ => LedgerOp::Release,
             }
         } else {
@@ -535,7 +665,12 @@ impl Runtime {
             None => st.raw_status.clone(),
         };
         let st2 = st.clone();
+        let acknowledged = matches!(from, JobState::Submitting | JobState::Uncertain)
+            .then(switchyard_core::model::now_rfc3339);
         let edit = move |j: &mut Job| {
+            if acknowledged.is_some() {
+                j.submitted_at.clone_from(&acknowledged);
+            }
             j.provider_job_id = Some(st2.provider_job_id.clone());
             j.provider_status = Some(st2.raw_status.clone());
             if st2.progress.is_some() {
@@ -558,7 +693,9 @@ impl Runtime {
         // where the job is known.
         let ledger = match ledger {
             LedgerOp::Settle { charged: u64::MAX } => match self.store.get(key) {
-                Ok(Some(j)) => LedgerOp::Settle { charged: j.credits_reserved },
+                Ok(Some(j)) => LedgerOp::Settle {
+                    charged: j.credits_reserved,
+                },
                 _ => LedgerOp::Release,
             },
             other => other,
@@ -577,7 +714,7 @@ impl Runtime {
                         self.download(&job);
                     }
                 } else if from == JobState::Submitting || from == JobState::Uncertain {
-                    self.track(key, &p.name, &st.provider_job_id);
+                    self.track(key, &p.name, &st.provider_job_id, since_submitted(&job));
                 }
                 Some(job.state)
             }
@@ -594,7 +731,11 @@ impl Runtime {
         let Some(p) = self.providers.get(&provider).cloned() else {
             return;
         };
-        let done = |progress: Option<u8>, done: bool| Sched::Polled { key: key.clone(), done, progress };
+        let done = |progress: Option<u8>, done: bool| Sched::Polled {
+            key: key.clone(),
+            done,
+            progress,
+        };
         let job = match self.store.get(&key) {
             Ok(Some(j)) if j.state.is_live() => j,
             _ => {
@@ -603,11 +744,17 @@ impl Runtime {
             }
         };
         let timeout = read(&p.limits).poll.timeout;
-        if job_age(&job) > timeout {
+        if since_submitted(&job) > timeout {
             if p.permit(&self.cancel).await {
                 let _ = p.adapter.cancel(&id).await;
             }
-            let err = JobError::new("timeout", format!("no result within the provider's poll timeout of {}", humantime::format_duration(timeout)));
+            let err = JobError::new(
+                "timeout",
+                format!(
+                    "no result within the provider's poll timeout of {}",
+                    humantime::format_duration(timeout)
+                ),
+            );
             self.fail(&p, &key, job.state, err).await;
             let _ = self.sched.send(done(None, true));
             return;
@@ -640,11 +787,18 @@ impl Runtime {
     /// User cancel: queued and uncertain jobs locally, live ones at the
     /// provider (whose rules apply).
     pub async fn cancel_job(&self, key: &str) -> Result<Job, ApiError> {
-        let job = self.store.get(key)?.ok_or_else(|| ApiError::not_found(key))?;
+        let job = self
+            .store
+            .get(key)?
+            .ok_or_else(|| ApiError::not_found(key))?;
         let p = self.providers.get(&job.provider).cloned();
         match job.state {
             JobState::Queued | JobState::Uncertain => {
-                let j = self.store.apply(key, job.state, Change::to(JobState::Cancelled, "cancelled by user").ledger(LedgerOp::Release))?;
+                let j = self.store.apply(
+                    key,
+                    job.state,
+                    Change::to(JobState::Cancelled, "cancelled by user").ledger(LedgerOp::Release),
+                )?;
                 self.store.sync().await?;
                 if job.state == JobState::Uncertain {
                     if let Some(p) = &p {
@@ -667,22 +821,32 @@ impl Runtime {
                         }
                         self.record(&p, key, job.state, st).await;
                         let _ = self.sched.send(Sched::Untrack { key: key.into() });
-                        Ok(self.store.get(key)?.ok_or_else(|| ApiError::not_found(key))?)
+                        Ok(self
+                            .store
+                            .get(key)?
+                            .ok_or_else(|| ApiError::not_found(key))?)
                     }
                     Err(e @ (ProviderError::Conflict { .. } | ProviderError::Unsupported(_))) => {
-                        Err(ApiError::conflict(&format!("the provider refused to cancel: {e}")))
+                        Err(ApiError::conflict(&format!(
+                            "the provider refused to cancel: {e}"
+                        )))
                     }
                     Err(e) => Err(ApiError::bad_gateway(&e.to_string())),
                 }
             }
-            JobState::Submitting => Err(ApiError::conflict("the job is being submitted; try again in a moment")),
+            JobState::Submitting => Err(ApiError::conflict(
+                "the job is being submitted; try again in a moment",
+            )),
             s => Err(ApiError::conflict(&format!("the job is already {s}"))),
         }
     }
 
     /// User retry: failed and uncertain jobs go back to the queue.
     pub async fn retry_job(&self, key: &str) -> Result<Job, ApiError> {
-        let job = self.store.get(key)?.ok_or_else(|| ApiError::not_found(key))?;
+        let job = self
+            .store
+            .get(key)?
+            .ok_or_else(|| ApiError::not_found(key))?;
         if !matches!(job.state, JobState::Failed | JobState::Uncertain) {
             return Err(ApiError::conflict(&format!(
                 "only failed or uncertain jobs can be retried; this one is {}",
@@ -697,7 +861,13 @@ impl Runtime {
             j.stage = None;
             j.attempts = 0;
         };
-        let j = self.store.apply(key, job.state, Change::to(JobState::Queued, "retried by user").ledger(LedgerOp::Release).edit(&edit))?;
+        let j = self.store.apply(
+            key,
+            job.state,
+            Change::to(JobState::Queued, "retried by user")
+                .ledger(LedgerOp::Release)
+                .edit(&edit),
+        )?;
         self.store.sync().await?;
         // An uncertain job already gave back its in-flight slot.
         if let Some(p) = self.providers.get(&job.provider) {
@@ -713,20 +883,34 @@ impl Runtime {
                 Some(p) => {
                     let mut l = p.limits.write().unwrap_or_else(|e| e.into_inner());
                     let new = Limits::from_config(pc);
-                    let limiter = if new.rate_limit == l.rate_limit { l.limiter.clone() } else { new.limiter.clone() };
+                    let limiter = if new.rate_limit == l.rate_limit {
+                        l.limiter.clone()
+                    } else {
+                        // A new configured rate starts again at full share.
+                        *lock(&p.throttle) = Throttle {
+                            factor: 1.0,
+                            good: 0,
+                            last_cut: None,
+                        };
+                        new.limiter.clone()
+                    };
                     *l = Limits { limiter, ..new };
                     p.paused.store(false, Ordering::Relaxed);
                     p.wake.notify_one();
                 }
-                None => tracing::warn!(provider = %name, "new provider in the reloaded config: takes effect at the next restart"),
+                None => {
+                    tracing::warn!(provider = %name, "new provider in the reloaded config: takes effect at the next restart")
+                }
             }
         }
         tracing::info!("configuration reloaded: limits, budgets and polling settings updated");
     }
 }
 
-fn job_age(job: &Job) -> Duration {
-    humantime::parse_rfc3339(&job.created_at)
+/// Time since the provider acknowledged the job (since intake for records
+/// written before `submitted_at` existed).
+fn since_submitted(job: &Job) -> Duration {
+    humantime::parse_rfc3339(job.submitted_at.as_deref().unwrap_or(&job.created_at))
         .ok()
         .and_then(|t| t.elapsed().ok())
         .unwrap_or_default()
@@ -859,33 +1043,21 @@ struct Tracked {
     provider: String,
     provider_job_id: String,
     dq: Option<delay_queue::Key>,
-    polls: u32,
+    plan: PollPlan,
+    /// When the provider acknowledged the job (before a restart, too).
     since: Instant,
     last_poll: Option<Instant>,
 }
 
-/// Next poll delay: the configured progressive schedule, then growing by
-/// half each time up to `max`; when the provider reports progress, aim near
-/// the predicted finish instead if that comes sooner. Jittered ±10 %.
-pub fn next_delay(poll: &PollConfig, polls: u32, elapsed: Duration, progress: Option<u8>) -> Duration {
-    let sched = &poll.schedule;
-    let last = sched.last().copied().unwrap_or(Duration::from_secs(10));
-    let n = polls as usize;
-    let mut d = if n < sched.len() {
-        sched[n]
-    } else {
-        let extra = (n - sched.len() + 1).min(20) as i32;
-        last.mul_f64(1.5f64.powi(extra))
-    };
-    if let Some(p) = progress.filter(|p| (1..100).contains(p)) {
-        let remaining = elapsed.mul_f64((100 - p) as f64 / p as f64);
-        let floor = sched.first().copied().unwrap_or(Duration::from_secs(1));
-        d = d.min(remaining.max(floor));
+/// The poll policy of a provider's config. Sub-second schedules (tests,
+/// the demo) lower the floor and precision with them.
+fn policy(poll: &PollConfig) -> PollPolicy {
+    let mut p = PollPolicy::new(poll.schedule.clone(), poll.max);
+    if let Some(first) = poll.schedule.first().copied() {
+        p.floor = p.floor.min(first);
+        p.precision = p.precision.min(first * 3);
     }
-    let d = d.min(poll.max);
-    let j = d.as_secs_f64() * 0.1;
-    let f = rand::thread_rng().gen_range(-j..=j);
-    Duration::from_secs_f64((d.as_secs_f64() + f).max(0.05))
+    p
 }
 
 async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
@@ -893,22 +1065,24 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
     let mut dq: DelayQueue<String> = DelayQueue::new();
     let mut jobs: HashMap<String, Tracked> = HashMap::new();
     let mut by_id: HashMap<(String, String), String> = HashMap::new();
+    let mut rng = rand::rngs::SmallRng::from_entropy();
     loop {
         tokio::select! {
             _ = rt.cancel.cancelled() => return,
             msg = rx.recv() => {
                 let Some(msg) = msg else { return };
                 match msg {
-                    Sched::Track { key, provider, provider_job_id } => {
+                    Sched::Track { key, provider, provider_job_id, elapsed } => {
                         if jobs.contains_key(&key) {
                             continue;
                         }
-                        let first = rt.providers.get(&provider)
-                            .map(|p| read(&p.limits).poll.schedule.first().copied().unwrap_or(Duration::from_secs(3)))
-                            .unwrap_or(Duration::from_secs(3));
+                        let poll = rt.providers.get(&provider).map(|p| read(&p.limits).poll.clone()).unwrap_or_default();
+                        let first = PollPlan::first(&policy(&poll), &mut rng);
+                        crate::http::POLL_DELAY.observe(first);
                         let k = dq.insert(key.clone(), first);
                         by_id.insert((provider.clone(), provider_job_id.clone()), key.clone());
-                        jobs.insert(key, Tracked { provider, provider_job_id, dq: Some(k), polls: 0, since: Instant::now(), last_poll: None });
+                        let since = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
+                        jobs.insert(key, Tracked { provider, provider_job_id, dq: Some(k), plan: PollPlan::new(), since, last_poll: None });
                     }
                     Sched::Due { provider, provider_job_id, verified } => {
                         let Some(key) = by_id.get(&(provider, provider_job_id)) else { continue };
@@ -932,7 +1106,8 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         }
                         let Some(t) = jobs.get_mut(&key) else { continue };
                         let poll = rt.providers.get(&t.provider).map(|p| read(&p.limits).poll.clone()).unwrap_or_default();
-                        let d = next_delay(&poll, t.polls, t.since.elapsed(), progress);
+                        let d = t.plan.next(&policy(&poll), t.since.elapsed(), progress, &mut rng);
+                        crate::http::POLL_DELAY.observe(d);
                         t.dq = Some(dq.insert(key.clone(), d));
                     }
                     Sched::Untrack { key } => {
@@ -949,7 +1124,6 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                 let key = expired.into_inner();
                 let Some(t) = jobs.get_mut(&key) else { continue };
                 t.dq = None;
-                t.polls += 1;
                 t.last_poll = Some(Instant::now());
                 let rt2 = rt.clone();
                 let (provider, id) = (t.provider.clone(), t.provider_job_id.clone());
@@ -969,16 +1143,32 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn not_found(key: &str) -> Self {
-        ApiError { status: 404, code: "not_found", message: format!("no job with key {key:?}") }
+        ApiError {
+            status: 404,
+            code: "not_found",
+            message: format!("no job with key {key:?}"),
+        }
     }
     pub fn conflict(m: &str) -> Self {
-        ApiError { status: 409, code: "conflict", message: m.into() }
+        ApiError {
+            status: 409,
+            code: "conflict",
+            message: m.into(),
+        }
     }
     pub fn unavailable(m: &str) -> Self {
-        ApiError { status: 503, code: "unavailable", message: m.into() }
+        ApiError {
+            status: 503,
+            code: "unavailable",
+            message: m.into(),
+        }
     }
     pub fn bad_gateway(m: &str) -> Self {
-        ApiError { status: 502, code: "provider_error", message: m.into() }
+        ApiError {
+            status: 502,
+            code: "provider_error",
+            message: m.into(),
+        }
     }
 }
 
@@ -986,8 +1176,14 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(k) => ApiError::not_found(&k),
-            StoreError::StateMismatch { .. } | StoreError::Illegal(_) => ApiError::conflict(&e.to_string()),
-            other => ApiError { status: 500, code: "storage", message: other.to_string() },
+            StoreError::StateMismatch { .. } | StoreError::Illegal(_) => {
+                ApiError::conflict(&e.to_string())
+            }
+            other => ApiError {
+                status: 500,
+                code: "storage",
+                message: other.to_string(),
+            },
         }
     }
 }
