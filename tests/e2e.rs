@@ -15,13 +15,24 @@ use switchyard_core::{Job, JobState, ProviderKind};
 use switchyard_sim::{Scenario, SimServer};
 
 fn write_config(sim: &SimServer, max_in_flight: u32) -> Env {
-    let poll = "poll = { schedule = [\"200ms\", \"300ms\", \"500ms\"], max = \"1s\", timeout = \"5m\" }";
-    let extra = format!("rate_limit = {{ per_second = 20, burst = 5 }}\nmax_in_flight = {max_in_flight}\n{poll}");
+    let poll =
+        "poll = { schedule = [\"200ms\", \"300ms\", \"500ms\"], max = \"1s\", timeout = \"5m\" }";
+    let extra = format!(
+        "rate_limit = {{ per_second = 20, burst = 5 }}\nmax_in_flight = {max_in_flight}\n{poll}"
+    );
     common::write_config(
         sim,
         &[
-            common::P { name: "ugen", kind: ProviderKind::Ugen, extra: &extra },
-            common::P { name: "viggle", kind: ProviderKind::Viggle, extra: &extra },
+            common::P {
+                name: "ugen",
+                kind: ProviderKind::Ugen,
+                extra: &extra,
+            },
+            common::P {
+                name: "viggle",
+                kind: ProviderKind::Viggle,
+                extra: &extra,
+            },
         ],
         "",
     )
@@ -33,7 +44,11 @@ fn start_daemon(env: &Env) -> Child {
 
 fn jobs(env: &Env) -> Vec<Job> {
     let out = cli(&env.url, &["jobs", "--json"]);
-    assert!(out.status.success(), "jobs --json failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "jobs --json failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("jobs --json prints one JSON array and nothing else")
 }
 
@@ -41,9 +56,17 @@ fn batch_file(dir: &Path, n: usize) -> PathBuf {
     let jobs: Vec<(String, String, String)> = (0..n)
         .map(|i| {
             if i % 2 == 0 {
-                (format!("ugen-{i:02}"), "ugen".to_string(), common::params(ProviderKind::Ugen, i))
+                (
+                    format!("ugen-{i:02}"),
+                    "ugen".to_string(),
+                    common::params(ProviderKind::Ugen, i),
+                )
             } else {
-                (format!("viggle-{i:02}"), "viggle".to_string(), common::params(ProviderKind::Viggle, i))
+                (
+                    format!("viggle-{i:02}"),
+                    "viggle".to_string(),
+                    common::params(ProviderKind::Viggle, i),
+                )
             }
         })
         .collect();
@@ -68,7 +91,9 @@ failure_rate = 0.0
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_batch_then_restart_loses_nothing_and_creates_nothing_twice() {
-    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario()).await.unwrap();
+    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())
+        .await
+        .unwrap();
     let env = write_config(&sim, 3);
     let batch = batch_file(env.dir.path(), 16);
     let batch_s = batch.to_str().unwrap().to_string();
@@ -77,12 +102,21 @@ async fn sigterm_mid_batch_then_restart_loses_nothing_and_creates_nothing_twice(
     let out = tokio::task::spawn_blocking({
         let env_url = env.url.clone();
         let b = batch_s.clone();
-        move || Command::new(BIN).args(["submit", &b, "--daemon-url", &env_url]).output().unwrap()
+        move || {
+            Command::new(BIN)
+                .args(["submit", &b, "--daemon-url", &env_url])
+                .output()
+                .unwrap()
+        }
     })
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("16 accepted, 0 already known"), "{stdout}");
 
     // Stop once some jobs were created but the batch is far from done.
@@ -92,7 +126,10 @@ async fn sigterm_mid_batch_then_restart_loses_nothing_and_creates_nothing_twice(
         if creates >= 4 {
             break;
         }
-        assert!(Instant::now() < deadline, "no creates reached the simulator");
+        assert!(
+            Instant::now() < deadline,
+            "no creates reached the simulator"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let status = tokio::task::spawn_blocking(move || {
@@ -101,20 +138,41 @@ async fn sigterm_mid_batch_then_restart_loses_nothing_and_creates_nothing_twice(
     })
     .await
     .unwrap();
-    assert!(status.0.success(), "SIGTERM must drain and exit 0, got {:?}", status.0);
+    assert!(
+        status.0.success(),
+        "SIGTERM must drain and exit 0, got {:?}",
+        status.0
+    );
     let created_before_restart: u64 = sim.stats().providers.values().map(|p| p.creates).sum();
-    assert!(created_before_restart < 16, "the stop came too late to test anything ({created_before_restart} created)");
+    assert!(
+        created_before_restart < 16,
+        "the stop came too late to test anything ({created_before_restart} created)"
+    );
 
     // Restart: the remaining jobs continue.
     let mut daemon = start_daemon(&env);
     let deadline = Instant::now() + Duration::from_secs(90);
     let finished = loop {
-        let env2 = Env { dir: tempfile::tempdir().unwrap(), config: env.config.clone(), url: env.url.clone() };
-        let js = tokio::task::spawn_blocking(move || jobs(&env2)).await.unwrap();
-        if js.len() == 16 && js.iter().all(|j| j.state.is_terminal() || j.state == JobState::Uncertain) {
+        let env2 = Env {
+            dir: tempfile::tempdir().unwrap(),
+            config: env.config.clone(),
+            url: env.url.clone(),
+        };
+        let js = tokio::task::spawn_blocking(move || jobs(&env2))
+            .await
+            .unwrap();
+        if js.len() == 16
+            && js
+                .iter()
+                .all(|j| j.state.is_terminal() || j.state == JobState::Uncertain)
+        {
             break js;
         }
-        assert!(Instant::now() < deadline, "jobs did not finish after restart: {:?}", js.iter().map(|j| (&j.key, j.state)).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not finish after restart: {:?}",
+            js.iter().map(|j| (&j.key, j.state)).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
 
@@ -122,30 +180,64 @@ async fn sigterm_mid_batch_then_restart_loses_nothing_and_creates_nothing_twice(
     let out = cli(&env.url, &["submit", &batch_s]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 accepted, 16 already known"));
 
-    let st = tokio::task::spawn_blocking(move || sigterm(&mut daemon)).await.unwrap();
+    let st = tokio::task::spawn_blocking(move || sigterm(&mut daemon))
+        .await
+        .unwrap();
     assert!(st.success());
 
-    assert!(finished.iter().all(|j| j.state == JobState::Completed), "{:?}", finished.iter().map(|j| (&j.key, j.state)).collect::<Vec<_>>());
+    assert!(
+        finished.iter().all(|j| j.state == JobState::Completed),
+        "{:?}",
+        finished
+            .iter()
+            .map(|j| (&j.key, j.state))
+            .collect::<Vec<_>>()
+    );
     let stats = sim.stats();
     for (kind, p) in &stats.providers {
-        assert!(p.duplicate_creates.is_empty(), "{kind}: created twice: {:?}", p.duplicate_creates);
-        assert!(p.creates_by_key.values().all(|n| *n == 1), "{kind}: {:?}", p.creates_by_key);
+        assert!(
+            p.duplicate_creates.is_empty(),
+            "{kind}: created twice: {:?}",
+            p.duplicate_creates
+        );
+        assert!(
+            p.creates_by_key.values().all(|n| *n == 1),
+            "{kind}: {:?}",
+            p.creates_by_key
+        );
     }
-    let keys: usize = stats.providers.values().map(|p| p.creates_by_key.len()).sum();
+    let keys: usize = stats
+        .providers
+        .values()
+        .map(|p| p.creates_by_key.len())
+        .sum();
     assert_eq!(keys, 16, "every job created exactly once at the simulator");
     let sim_jobs = sim.jobs();
     assert_eq!(sim_jobs.len(), 16);
     for j in &finished {
-        let id = j.provider_job_id.as_deref().expect("completed job has a provider id");
-        assert!(sim_jobs.iter().any(|s| s.job_id == id), "{} has an id the simulator does not know", j.key);
-        assert!(!j.output_urls.is_empty(), "{} completed without an output URL", j.key);
+        let id = j
+            .provider_job_id
+            .as_deref()
+            .expect("completed job has a provider id");
+        assert!(
+            sim_jobs.iter().any(|s| s.job_id == id),
+            "{} has an id the simulator does not know",
+            j.key
+        );
+        assert!(
+            !j.output_urls.is_empty(),
+            "{} completed without an output URL",
+            j.key
+        );
     }
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_batch_is_rejected_whole_with_file_and_line() {
-    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario()).await.unwrap();
+    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())
+        .await
+        .unwrap();
     let env = write_config(&sim, 3);
     let mut daemon = start_daemon(&env);
     let path = env.dir.path().join("bad.toml");
@@ -155,16 +247,35 @@ async fn invalid_batch_is_rejected_whole_with_file_and_line() {
     )
     .unwrap();
     let p = path.to_str().unwrap().to_string();
-    let env2 = Env { dir: tempfile::tempdir().unwrap(), config: env.config.clone(), url: env.url.clone() };
-    let (out, listed) = tokio::task::spawn_blocking(move || (cli(&env2.url, &["submit", &p]), jobs(&env2))).await.unwrap();
+    let env2 = Env {
+        dir: tempfile::tempdir().unwrap(),
+        config: env.config.clone(),
+        url: env.url.clone(),
+    };
+    let (out, listed) =
+        tokio::task::spawn_blocking(move || (cli(&env2.url, &["submit", &p]), jobs(&env2)))
+            .await
+            .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "invalid input exits 2: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "invalid input exits 2: {stderr}"
+    );
     assert!(stderr.contains("bad.toml:6: job \"bad-1\""), "{stderr}");
     assert!(stderr.contains("product_image_url"), "{stderr}");
     assert!(stderr.contains("segment_count"), "{stderr}");
-    assert!(stderr.contains("bad.toml:11: job \"bad-2\": provider \"nobody\" is not configured"), "{stderr}");
-    assert!(listed.is_empty(), "nothing may be queued from a rejected batch");
-    let st = tokio::task::spawn_blocking(move || sigterm(&mut daemon)).await.unwrap();
+    assert!(
+        stderr.contains("bad.toml:11: job \"bad-2\": provider \"nobody\" is not configured"),
+        "{stderr}"
+    );
+    assert!(
+        listed.is_empty(),
+        "nothing may be queued from a rejected batch"
+    );
+    let st = tokio::task::spawn_blocking(move || sigterm(&mut daemon))
+        .await
+        .unwrap();
     assert!(st.success());
     sim.shutdown().await;
 }

@@ -5,10 +5,18 @@
 
 #[tokio::main]
 async fn main() {
-    let jobs = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let jobs = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
-    let writers = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(256);
+    let writers = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(256);
     let per_writer = 102_400 / writers;
-    let f = switchyard_core::bench::store(dir.path(), jobs, writers, per_writer).await.unwrap();
+    let f = switchyard_core::bench::store(dir.path(), jobs, writers, per_writer)
+        .await
+        .unwrap();
     switchyard_core::bench::print(&f);
 }

@@ -3,9 +3,9 @@
 //! run with the same number of inserts and flushes, so the figure says what
 //! our layer costs rather than how fast this machine's disk is.
 
+use crate::{Change, Job, JobSpec, JobState, SledStore, Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use crate::{Change, Job, JobSpec, JobState, SledStore, Store, StoreError};
 
 pub struct StoreFigures {
     pub jobs: usize,
@@ -20,29 +20,46 @@ pub struct StoreFigures {
 fn spec(i: usize) -> JobSpec {
     JobSpec {
         key: format!("bench-{i:07}"),
-        provider: if i % 2 == 0 { "ugen".into() } else { "viggle".into() },
+        provider: if i % 2 == 0 {
+            "ugen".into()
+        } else {
+            "viggle".into()
+        },
         priority: (i % 3) as i32,
         params: serde_json::json!({"product_name": "Premium Wireless Headphones", "product_image_url": format!("https://example.com/{i}.jpg"), "segment_count": 3}),
     }
 }
 
-pub async fn store(dir: &std::path::Path, jobs: usize, writers: usize, per_writer: usize) -> Result<StoreFigures, StoreError> {
+pub async fn store(
+    dir: &std::path::Path,
+    jobs: usize,
+    writers: usize,
+    per_writer: usize,
+) -> Result<StoreFigures, StoreError> {
     let tmp = dir;
     let enc = |e: serde_json::Error| StoreError::Storage(e.to_string());
 
     // Baseline: the same records (job, index entry, history entry per job)
     // inserted straight into sled as one batch, then one flush.
-    let raw_db = sled::Config::new().path(tmp.join("raw")).mode(sled::Mode::HighThroughput).open()?;
+    let raw_db = sled::Config::new()
+        .path(tmp.join("raw"))
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
     let raw = raw_db.open_tree("raw")?;
     let specs: Vec<JobSpec> = (0..jobs).map(spec).collect();
-    let sample = serde_json::to_vec(&Job::from_spec(spec(0), 0, "2026-11-23T00:00:00.000Z")).map_err(enc)?;
+    let sample =
+        serde_json::to_vec(&Job::from_spec(spec(0), 0, "2026-11-23T00:00:00.000Z")).map_err(enc)?;
     let t = Instant::now();
     let mut batch = sled::Batch::default();
     for s in &specs {
-        let v = serde_json::to_vec(&Job::from_spec(s.clone(), 0, "2026-11-23T00:00:00.000Z")).map_err(enc)?;
+        let v = serde_json::to_vec(&Job::from_spec(s.clone(), 0, "2026-11-23T00:00:00.000Z"))
+            .map_err(enc)?;
         batch.insert(format!("j{}", s.key).as_bytes(), v);
         batch.insert(format!("i{}", s.key).as_bytes(), s.key.as_bytes());
-        batch.insert(format!("h{}", s.key).as_bytes(), &sample[..64.min(sample.len())]);
+        batch.insert(
+            format!("h{}", s.key).as_bytes(),
+            &sample[..64.min(sample.len())],
+        );
     }
     raw.apply_batch(batch)?;
     raw_db.flush_async().await?;
@@ -67,7 +84,9 @@ pub async fn store(dir: &std::path::Path, jobs: usize, writers: usize, per_write
             let mut n = 0u64;
             for i in 0..per_writer {
                 let key = format!("bench-{:07}", (w + i * writers) % jobs);
-                let Ok(Some(job)) = store.get(&key) else { continue };
+                let Ok(Some(job)) = store.get(&key) else {
+                    continue;
+                };
                 let next = match job.state {
                     JobState::Queued => JobState::Submitting,
                     JobState::Submitting => JobState::Pending,
@@ -75,7 +94,11 @@ pub async fn store(dir: &std::path::Path, jobs: usize, writers: usize, per_write
                     JobState::Processing => JobState::Completed,
                     _ => continue,
                 };
-                if store.apply(&key, job.state, Change::to(next, "bench")).is_ok() && store.sync().await.is_ok() {
+                if store
+                    .apply(&key, job.state, Change::to(next, "bench"))
+                    .is_ok()
+                    && store.sync().await.is_ok()
+                {
                     n += 1;
                 }
             }
@@ -84,7 +107,9 @@ pub async fn store(dir: &std::path::Path, jobs: usize, writers: usize, per_write
     }
     let mut transitions = 0;
     for t in tasks {
-        transitions += t.await.map_err(|e| StoreError::Storage(format!("writer task: {e}")))?;
+        transitions += t
+            .await
+            .map_err(|e| StoreError::Storage(format!("writer task: {e}")))?;
     }
     let transitions_time = t.elapsed();
     let flushes = store.flush_count() - flushes_before;
@@ -103,7 +128,15 @@ pub async fn store(dir: &std::path::Path, jobs: usize, writers: usize, per_write
     }
     raw_db.flush_async().await?;
     let raw_time = t.elapsed();
-    Ok(StoreFigures { jobs, intake, intake_raw, transitions, transitions_time, flushes, raw_time })
+    Ok(StoreFigures {
+        jobs,
+        intake,
+        intake_raw,
+        transitions,
+        transitions_time,
+        flushes,
+        raw_time,
+    })
 }
 
 pub fn print(f: &StoreFigures) {

@@ -109,11 +109,15 @@ pub enum LedgerOp {
     },
     /// The provider reported its charge: the job's reservation is replaced by
     /// `charged` (which may exceed the estimate; the charge is a fact).
-    Settle { charged: u64 },
+    Settle {
+        charged: u64,
+    },
     /// Nothing was (or will be) charged: drop the job's reservation.
     Release,
     /// The provider refunded `amount` of an earlier charge.
-    Refund { amount: u64 },
+    Refund {
+        amount: u64,
+    },
 }
 
 #[cfg(test)]

@@ -48,7 +48,9 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Illegal(#[from] TransitionError),
-    #[error("budget exceeded for {provider} in {period}: {used} used of {limit}, {amount} more needed")]
+    #[error(
+        "budget exceeded for {provider} in {period}: {used} used of {limit}, {amount} more needed"
+    )]
     OverBudget {
         provider: String,
         period: String,
@@ -282,6 +284,36 @@ impl SledStore {
     /// How many group-commit flushes ran (for benchmarks).
     pub fn flush_count(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Writes whole job records as they are (any state), with their index
+    /// entries and one history entry each, in one atomic batch. For restoring
+    /// an export and for building large stores in benchmarks; known keys are
+    /// skipped. Not a transition: nothing is checked but key uniqueness.
+    pub fn import(&self, jobs: Vec<Job>) -> Result<usize, StoreError> {
+        let mut p = lock(&self.pending);
+        self.write_out_locked(&mut p)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for mut job in jobs {
+            let jk = job_key(&job.key);
+            if self.tree.contains_key(&jk)? {
+                continue;
+            }
+            job.seq = self.db.generate_id()?;
+            let hist = Transition {
+                at: job.updated_at.clone(),
+                from: None,
+                to: job.state,
+                note: "imported".into(),
+            };
+            batch.insert(idx_key(&job), job.key.as_bytes());
+            batch.insert(hist_key(&job.key, job.seq), encode(&hist)?);
+            batch.insert(jk, encode(&job)?);
+            n += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
     }
 
     /// Writes pending changes and flushes synchronously (shutdown, tests).
@@ -551,17 +583,19 @@ impl SledStore {
         op: &LedgerOp,
     ) -> Result<Vec<(Vec<u8>, LedgerEntry)>, StoreError> {
         let mut rows: Vec<(Vec<u8>, LedgerEntry)> = Vec::new();
-        let get = |rows: &mut Vec<(Vec<u8>, LedgerEntry)>, k: &[u8]| -> Result<LedgerEntry, StoreError> {
-            match rows.iter().find(|(rk, _)| rk == k) {
-                Some((_, e)) => Ok(*e),
-                None => self.ledger_get(p, k),
-            }
-        };
-        let set = |rows: &mut Vec<(Vec<u8>, LedgerEntry)>, k: Vec<u8>, e: LedgerEntry| {
-            match rows.iter_mut().find(|(rk, _)| *rk == k) {
-                Some(slot) => slot.1 = e,
-                None => rows.push((k, e)),
-            }
+        let get =
+            |rows: &mut Vec<(Vec<u8>, LedgerEntry)>, k: &[u8]| -> Result<LedgerEntry, StoreError> {
+                match rows.iter().find(|(rk, _)| rk == k) {
+                    Some((_, e)) => Ok(*e),
+                    None => self.ledger_get(p, k),
+                }
+            };
+        let set = |rows: &mut Vec<(Vec<u8>, LedgerEntry)>, k: Vec<u8>, e: LedgerEntry| match rows
+            .iter_mut()
+            .find(|(rk, _)| *rk == k)
+        {
+            Some(slot) => slot.1 = e,
+            None => rows.push((k, e)),
         };
         match op {
             LedgerOp::None => {}
@@ -571,7 +605,11 @@ impl SledStore {
                 limit,
             } => {
                 // A job never holds two reservations: release any old one.
-                if let Some(old) = job.budget_period.clone().filter(|_| job.credits_reserved > 0) {
+                if let Some(old) = job
+                    .budget_period
+                    .clone()
+                    .filter(|_| job.credits_reserved > 0)
+                {
                     let ok = ledger_key(&job.provider, &old);
                     let mut e = get(&mut rows, &ok)?;
                     e.reserved = e.reserved.saturating_sub(job.credits_reserved);

@@ -12,7 +12,13 @@ use switchyard_core::{Change, Filter, JobSpec, JobState, SledStore, Store};
 
 const JOBS: usize = 400;
 const WRITERS: usize = 16;
-const PATH: [JobState; 5] = [JobState::Queued, JobState::Submitting, JobState::Pending, JobState::Processing, JobState::Completed];
+const PATH: [JobState; 5] = [
+    JobState::Queued,
+    JobState::Submitting,
+    JobState::Pending,
+    JobState::Processing,
+    JobState::Completed,
+];
 
 fn rank(s: JobState) -> usize {
     PATH.iter().position(|p| *p == s).unwrap_or(usize::MAX)
@@ -25,11 +31,20 @@ fn crash_writer_child() {
     let Ok(dir) = std::env::var("SWITCHYARD_CRASH_DIR") else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let store = SledStore::open(std::path::Path::new(&dir)).unwrap();
         let specs: Vec<JobSpec> = (0..JOBS)
-            .map(|i| JobSpec { key: format!("job-{i:04}"), provider: "p".into(), priority: 0, params: serde_json::json!({"i": i}) })
+            .map(|i| JobSpec {
+                key: format!("job-{i:04}"),
+                provider: "p".into(),
+                priority: 0,
+                params: serde_json::json!({"i": i}),
+            })
             .collect();
         store.intake(specs).unwrap();
         store.sync().await.unwrap();
@@ -47,7 +62,9 @@ fn crash_writer_child() {
                             JobState::Completed => continue,
                             s => PATH[rank(s) + 1],
                         };
-                        store.apply(&key, cur, Change::to(next, "crash test")).unwrap();
+                        store
+                            .apply(&key, cur, Change::to(next, "crash test"))
+                            .unwrap();
                         store.sync().await.unwrap();
                         println!("ACK {key} {}", next.as_str());
                     }
@@ -67,7 +84,12 @@ fn sigkill_mid_write_keeps_every_acknowledged_transition() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SWITCHYARD_CRASH_DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -96,24 +118,53 @@ fn sigkill_mid_write_keeps_every_acknowledged_transition() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(intake, "the child never finished intake");
-    assert!(acked.len() >= 50, "too few transitions acknowledged before the kill: {}", acked.len());
+    assert!(
+        acked.len() >= 50,
+        "too few transitions acknowledged before the kill: {}",
+        acked.len()
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = SledStore::open(dir.path()).unwrap();
         let jobs = store.list(&Filter::default()).unwrap();
-        assert_eq!(jobs.len(), JOBS, "the intake batch was acknowledged: every job must be there");
+        assert_eq!(
+            jobs.len(),
+            JOBS,
+            "the intake batch was acknowledged: every job must be there"
+        );
         for (key, st) in &acked {
             let job = store.get(key).unwrap().unwrap();
-            assert!(rank(job.state) >= rank(*st), "{key}: acknowledged {st}, found {}", job.state);
+            assert!(
+                rank(job.state) >= rank(*st),
+                "{key}: acknowledged {st}, found {}",
+                job.state
+            );
         }
         for job in &jobs {
-            assert!(rank(job.state) < PATH.len(), "{} is in an unexpected state {}", job.key, job.state);
+            assert!(
+                rank(job.state) < PATH.len(),
+                "{} is in an unexpected state {}",
+                job.key,
+                job.state
+            );
             // The history is a legal chain ending in the current state.
             let hist = store.history(&job.key).unwrap();
-            assert_eq!(hist.last().unwrap().to, job.state, "{}: history disagrees with state", job.key);
+            assert_eq!(
+                hist.last().unwrap().to,
+                job.state,
+                "{}: history disagrees with state",
+                job.key
+            );
             for pair in hist.windows(2) {
-                assert!(pair[0].to.can_become(pair[1].to), "{}: illegal step in history", job.key);
+                assert!(
+                    pair[0].to.can_become(pair[1].to),
+                    "{}: illegal step in history",
+                    job.key
+                );
             }
         }
         // The index agrees with the jobs.

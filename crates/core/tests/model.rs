@@ -59,11 +59,17 @@ fn key(k: u8) -> String {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SledStore::open(dir.path()).unwrap();
-        let mut m = Model { limit: [100, 100], ..Default::default() };
+        let mut m = Model {
+            limit: [100, 100],
+            ..Default::default()
+        };
         for op in ops {
             step(&mut store, &mut m, &op, dir.path()).await?;
             check(&store, &m)?;
@@ -72,12 +78,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     })
 }
 
-async fn step(store: &mut SledStore, m: &mut Model, op: &Op, dir: &std::path::Path) -> Result<(), TestCaseError> {
+async fn step(
+    store: &mut SledStore,
+    m: &mut Model,
+    op: &Op,
+    dir: &std::path::Path,
+) -> Result<(), TestCaseError> {
     match op {
         Op::Intake(items) => {
             let specs: Vec<JobSpec> = items
                 .iter()
-                .map(|(k, p, prio)| JobSpec { key: key(*k), provider: PROVIDERS[*p].into(), priority: *prio as i32, params: serde_json::json!({}) })
+                .map(|(k, p, prio)| JobSpec {
+                    key: key(*k),
+                    provider: PROVIDERS[*p].into(),
+                    priority: *prio as i32,
+                    params: serde_json::json!({}),
+                })
                 .collect();
             let report = store.intake(specs).unwrap();
             let mut expect_new = Vec::new();
@@ -85,23 +101,38 @@ async fn step(store: &mut SledStore, m: &mut Model, op: &Op, dir: &std::path::Pa
                 let kk = key(*k);
                 if !m.jobs.contains_key(&kk) && !expect_new.contains(&kk) {
                     expect_new.push(kk.clone());
-                    m.jobs.insert(kk, MJob { provider: *p, state: Some(JobState::Queued), ..Default::default() });
+                    m.jobs.insert(
+                        kk,
+                        MJob {
+                            provider: *p,
+                            state: Some(JobState::Queued),
+                            ..Default::default()
+                        },
+                    );
                 }
             }
             prop_assert_eq!(report.accepted, expect_new);
         }
         Op::Dispatch(k, amount) => {
             let kk = key(*k);
-            let res = store.apply(&kk, JobState::Queued, Change::to(JobState::Submitting, "").ledger(LedgerOp::Reserve {
-                period: "total".into(),
-                amount: *amount,
-                limit: None.or(m.jobs.get(&kk).map(|j| m.limit[j.provider])),
-            }));
+            let res = store.apply(
+                &kk,
+                JobState::Queued,
+                Change::to(JobState::Submitting, "").ledger(LedgerOp::Reserve {
+                    period: "total".into(),
+                    amount: *amount,
+                    limit: None.or(m.jobs.get(&kk).map(|j| m.limit[j.provider])),
+                }),
+            );
             match m.jobs.get_mut(&kk) {
                 Some(j) if j.state == Some(JobState::Queued) => {
                     let p = j.provider;
                     if m.reserved[p] + m.charged[p] + amount > m.limit[p] {
-                        prop_assert!(matches!(res, Err(StoreError::OverBudget { .. })), "{:?}", res);
+                        prop_assert!(
+                            matches!(res, Err(StoreError::OverBudget { .. })),
+                            "{:?}",
+                            res
+                        );
                     } else {
                         prop_assert!(res.is_ok(), "{:?}", res);
                         j.state = Some(JobState::Submitting);
@@ -109,13 +140,21 @@ async fn step(store: &mut SledStore, m: &mut Model, op: &Op, dir: &std::path::Pa
                         m.reserved[p] += amount;
                     }
                 }
-                Some(_) => prop_assert!(matches!(res, Err(StoreError::StateMismatch { .. })), "{:?}", res),
+                Some(_) => prop_assert!(
+                    matches!(res, Err(StoreError::StateMismatch { .. })),
+                    "{:?}",
+                    res
+                ),
                 None => prop_assert!(matches!(res, Err(StoreError::NotFound(_))), "{:?}", res),
             }
         }
         Op::Ack(k) => {
             let kk = key(*k);
-            let res = store.apply(&kk, JobState::Submitting, Change::to(JobState::Pending, "created"));
+            let res = store.apply(
+                &kk,
+                JobState::Submitting,
+                Change::to(JobState::Pending, "created"),
+            );
             match m.jobs.get_mut(&kk) {
                 Some(j) if j.state == Some(JobState::Submitting) => {
                     prop_assert!(res.is_ok());
@@ -149,7 +188,11 @@ async fn step(store: &mut SledStore, m: &mut Model, op: &Op, dir: &std::path::Pa
         }
         Op::Refund(k, amount) => {
             let kk = key(*k);
-            let res = store.apply(&kk, JobState::Completed, Change::to(JobState::Completed, "").ledger(LedgerOp::Refund { amount: *amount }));
+            let res = store.apply(
+                &kk,
+                JobState::Completed,
+                Change::to(JobState::Completed, "").ledger(LedgerOp::Refund { amount: *amount }),
+            );
             match m.jobs.get_mut(&kk) {
                 Some(j) if j.state == Some(JobState::Completed) => {
                     prop_assert!(res.is_ok());
@@ -164,7 +207,11 @@ async fn step(store: &mut SledStore, m: &mut Model, op: &Op, dir: &std::path::Pa
             let kk = key(*k);
             let cur = m.jobs.get(&kk).and_then(|j| j.state);
             let from = cur.unwrap_or(JobState::Queued);
-            let res = store.apply(&kk, from, Change::to(JobState::Cancelled, "user").ledger(LedgerOp::Release));
+            let res = store.apply(
+                &kk,
+                from,
+                Change::to(JobState::Cancelled, "user").ledger(LedgerOp::Release),
+            );
             match m.jobs.get_mut(&kk) {
                 Some(j) if from.can_become(JobState::Cancelled) => {
                     prop_assert!(res.is_ok(), "{:?}", res);
@@ -183,7 +230,11 @@ async fn step(store: &mut SledStore, m: &mut Model, op: &Op, dir: &std::path::Pa
         }
         Op::Retry(k) => {
             let kk = key(*k);
-            let res = store.apply(&kk, JobState::Failed, Change::to(JobState::Queued, "retry").ledger(LedgerOp::Release));
+            let res = store.apply(
+                &kk,
+                JobState::Failed,
+                Change::to(JobState::Queued, "retry").ledger(LedgerOp::Release),
+            );
             match m.jobs.get_mut(&kk) {
                 Some(j) if j.state == Some(JobState::Failed) => {
                     prop_assert!(res.is_ok());
@@ -225,16 +276,35 @@ fn check(store: &SledStore, m: &Model) -> Result<(), TestCaseError> {
     }
     for (i, p) in PROVIDERS.iter().enumerate() {
         let e = store.ledger(p, "total").unwrap();
-        prop_assert_eq!((e.reserved, e.charged), (m.reserved[i], m.charged[i]), "ledger of {}", p);
+        prop_assert_eq!(
+            (e.reserved, e.charged),
+            (m.reserved[i], m.charged[i]),
+            "ledger of {}",
+            p
+        );
         // The ledger is the sum of its jobs.
-        let sum_r: u64 = jobs.iter().filter(|j| j.provider == *p).map(|j| j.credits_reserved).sum();
-        let sum_c: u64 = jobs.iter().filter(|j| j.provider == *p).map(|j| j.credits_charged).sum();
+        let sum_r: u64 = jobs
+            .iter()
+            .filter(|j| j.provider == *p)
+            .map(|j| j.credits_reserved)
+            .sum();
+        let sum_c: u64 = jobs
+            .iter()
+            .filter(|j| j.provider == *p)
+            .map(|j| j.credits_charged)
+            .sum();
         prop_assert_eq!((sum_r, sum_c), (e.reserved, e.charged));
         // The index agrees with the jobs.
         let queued = store.next_queued(p, 1000).unwrap();
-        let expect = jobs.iter().filter(|j| j.provider == *p && j.state == JobState::Queued).count();
+        let expect = jobs
+            .iter()
+            .filter(|j| j.provider == *p && j.state == JobState::Queued)
+            .count();
         prop_assert_eq!(queued.len(), expect);
-        prop_assert!(queued.windows(2).all(|w| (w[0].priority, std::cmp::Reverse(w[0].seq)) >= (w[1].priority, std::cmp::Reverse(w[1].seq))));
+        prop_assert!(queued
+            .windows(2)
+            .all(|w| (w[0].priority, std::cmp::Reverse(w[0].seq))
+                >= (w[1].priority, std::cmp::Reverse(w[1].seq))));
     }
     Ok(())
 }

@@ -41,35 +41,68 @@ failure_rate = 0.0
 pub async fn run(batch_file: Option<PathBuf>, timeout: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     let tmp = tempfile::tempdir().context("creating a temporary data dir")?;
-    let scenario = Scenario::from_toml_str(DEMO_SCENARIO).map_err(|e| anyhow!("demo scenario: {e}"))?;
-    let sim = SimServer::start("127.0.0.1:0".parse()?, scenario).await.context("starting the simulator")?;
+    let scenario =
+        Scenario::from_toml_str(DEMO_SCENARIO).map_err(|e| anyhow!("demo scenario: {e}"))?;
+    let sim = SimServer::start("127.0.0.1:0".parse()?, scenario)
+        .await
+        .context("starting the simulator")?;
     println!("simulator listening on http://{}", sim.addr());
 
     let cfg = demo_config(tmp.path(), &sim)?;
     let daemon = Daemon::start(&cfg).await?;
     let base = format!("http://{}", daemon.addr);
-    println!("daemon listening on {base} (data in {})", tmp.path().display());
+    println!(
+        "daemon listening on {base} (data in {})",
+        tmp.path().display()
+    );
     let secret = std::fs::read_to_string(tmp.path().join("ugen.webhook"))?;
     register_ugen_webhook(&sim, &format!("{base}/webhooks/ugen"), secret.trim()).await?;
 
     let (name, text) = match &batch_file {
-        Some(p) => (p.display().to_string(), std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
-        None => ("config/examples/batch.toml".to_string(), EXAMPLE_BATCH.to_string()),
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => (
+            "config/examples/batch.toml".to_string(),
+            EXAMPLE_BATCH.to_string(),
+        ),
     };
-    let batch = crate::batch::parse(&name, &text).map_err(|p| anyhow!(p.iter().map(|p| p.render(&name)).collect::<Vec<_>>().join("\n")))?;
+    let batch = crate::batch::parse(&name, &text).map_err(|p| {
+        anyhow!(p
+            .iter()
+            .map(|p| p.render(&name))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    })?;
     let client = Client::new(&base)?;
     let keys: Vec<String> = batch.jobs.iter().map(|j| j.key.clone()).collect();
     match client.submit(batch.jobs.clone()).await? {
-        Ok(a) => println!("submitted {name}: {} jobs accepted, {} already known", a.accepted, a.already_known),
+        Ok(a) => println!(
+            "submitted {name}: {} jobs accepted, {} already known",
+            a.accepted, a.already_known
+        ),
         Err(mut problems) => {
             crate::batch::locate(&mut problems, &batch);
-            bail!("{}", problems.iter().map(|p| p.render(&name)).collect::<Vec<_>>().join("\n"))
+            bail!(
+                "{}",
+                problems
+                    .iter()
+                    .map(|p| p.render(&name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
         }
     }
 
     let jobs = tokio::time::timeout(timeout, follow(&client, &keys))
         .await
-        .map_err(|_| anyhow!("jobs did not finish within {}", humantime::format_duration(timeout)))??;
+        .map_err(|_| {
+            anyhow!(
+                "jobs did not finish within {}",
+                humantime::format_duration(timeout)
+            )
+        })??;
     println!();
     client::print_table(&jobs);
 
@@ -78,22 +111,42 @@ pub async fn run(batch_file: Option<PathBuf>, timeout: Duration) -> anyhow::Resu
         .jobs()
         .into_iter()
         .map(|j| {
-            let outcome = serde_json::to_value(j.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let outcome = serde_json::to_value(j.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             (j.job_id, outcome)
         })
         .collect();
     let stats = sim.stats();
     let mut mismatches = Vec::new();
     for j in &jobs {
-        let expected: Option<String> = j.provider_job_id.as_ref().and_then(|id| scripted.get(id.as_str())).cloned();
+        let expected: Option<String> = j
+            .provider_job_id
+            .as_ref()
+            .and_then(|id| scripted.get(id.as_str()))
+            .cloned();
         match expected {
             Some(e) if e == j.state.as_str() => {}
-            Some(e) => mismatches.push(format!("{}: simulator scripted {e}, daemon saw {}", j.key, j.state)),
-            None => mismatches.push(format!("{}: unknown to the simulator (state {})", j.key, j.state)),
+            Some(e) => mismatches.push(format!(
+                "{}: simulator scripted {e}, daemon saw {}",
+                j.key, j.state
+            )),
+            None => mismatches.push(format!(
+                "{}: unknown to the simulator (state {})",
+                j.key, j.state
+            )),
         }
     }
-    let duplicates: usize = stats.providers.values().map(|p| p.duplicate_creates.len()).sum();
-    let completed = jobs.iter().filter(|j| j.state == JobState::Completed).count();
+    let duplicates: usize = stats
+        .providers
+        .values()
+        .map(|p| p.duplicate_creates.len())
+        .sum();
+    let completed = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Completed)
+        .count();
     let failed = jobs.iter().filter(|j| j.state == JobState::Failed).count();
     let credits: u64 = jobs.iter().map(|j| j.credits_charged).sum();
     println!(
@@ -106,10 +159,15 @@ pub async fn run(batch_file: Option<PathBuf>, timeout: Duration) -> anyhow::Resu
     daemon.stop().await?;
     sim.shutdown().await;
     if duplicates > 0 {
-        mismatches.push(format!("{duplicates} job(s) were created twice at the simulator"));
+        mismatches.push(format!(
+            "{duplicates} job(s) were created twice at the simulator"
+        ));
     }
     if !mismatches.is_empty() {
-        bail!("the demo did not end as scripted:\n{}", mismatches.join("\n"));
+        bail!(
+            "the demo did not end as scripted:\n{}",
+            mismatches.join("\n")
+        );
     }
     println!("demo ok: every job ended as the simulator scripted it");
     Ok(())
@@ -155,11 +213,18 @@ fn demo_config(dir: &Path, sim: &SimServer) -> anyhow::Result<Config> {
                 base_url: Some(sim.base_url(kind)),
                 api_key_env: None,
                 api_key_file: Some(key_file),
-                rate_limit: RateLimit { per_second: Some(5), per_minute: None, burst: Some(5) },
+                rate_limit: RateLimit {
+                    per_second: Some(5),
+                    per_minute: None,
+                    burst: Some(5),
+                },
                 max_in_flight: 4,
                 budget: None,
                 poll: PollConfig {
-                    schedule: ["300ms", "500ms", "800ms", "1s"].iter().filter_map(|s| humantime::parse_duration(s).ok()).collect(),
+                    schedule: ["300ms", "500ms", "800ms", "1s"]
+                        .iter()
+                        .filter_map(|s| humantime::parse_duration(s).ok())
+                        .collect(),
                     max: Duration::from_secs(2),
                     timeout: Duration::from_secs(120),
                 },
@@ -176,13 +241,19 @@ fn demo_config(dir: &Path, sim: &SimServer) -> anyhow::Result<Config> {
 /// U-Gen's documented way to set the webhook: `PUT /tenants/me/webhook`.
 async fn register_ugen_webhook(sim: &SimServer, url: &str, secret: &str) -> anyhow::Result<()> {
     let resp = reqwest::Client::new()
-        .put(format!("{}/tenants/me/webhook", sim.base_url(ProviderKind::Ugen)))
+        .put(format!(
+            "{}/tenants/me/webhook",
+            sim.base_url(ProviderKind::Ugen)
+        ))
         .header("X-API-Key", "demo-ugen-key")
         .json(&serde_json::json!({"webhook_url": url, "webhook_secret": secret}))
         .send()
         .await?;
     if !resp.status().is_success() {
-        bail!("registering the U-Gen webhook at the simulator: {}", resp.status());
+        bail!(
+            "registering the U-Gen webhook at the simulator: {}",
+            resp.status()
+        );
     }
     Ok(())
 }
