@@ -21,8 +21,22 @@ pub enum Period {
 impl Period {
     /// The ledger row a reservation made at `at` belongs to (UTC).
     pub fn id_at(self, at: SystemTime) -> String {
+        self.id_at_offset(at, 0)
+    }
+
+    /// The ledger row for `at` in a time zone `offset_secs` east of UTC, so
+    /// a daily budget can roll over at local midnight.
+    pub fn id_at_offset(self, at: SystemTime, offset_secs: i32) -> String {
+        let shifted = if offset_secs >= 0 {
+            at.checked_add(std::time::Duration::from_secs(offset_secs as u64))
+        } else {
+            at.checked_sub(std::time::Duration::from_secs(
+                offset_secs.unsigned_abs() as u64
+            ))
+        }
+        .unwrap_or(at);
         // "2026-11-23T23:05:07Z": the date and month are fixed-width prefixes.
-        let stamp = humantime::format_rfc3339_seconds(at).to_string();
+        let stamp = humantime::format_rfc3339_seconds(shifted).to_string();
         match self {
             Period::Total => "total".to_string(),
             Period::Day => stamp[..10].to_string(),
@@ -135,5 +149,16 @@ mod tests {
         assert_eq!(Period::Month.id_at(before), "2026-11");
         assert_eq!(Period::Month.id_at(after), "2026-12");
         assert_eq!(Period::Total.id_at(after), "total");
+    }
+
+    #[test]
+    fn an_offset_moves_the_rollover_to_local_midnight() {
+        // 2026-11-30T23:30:00Z is already December 1st at UTC+02:00 and still
+        // November 30th at UTC-05:00.
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_081_400);
+        assert_eq!(Period::Day.id_at_offset(at, 0), "2026-11-30");
+        assert_eq!(Period::Day.id_at_offset(at, 2 * 3600), "2026-12-01");
+        assert_eq!(Period::Month.id_at_offset(at, 2 * 3600), "2026-12");
+        assert_eq!(Period::Day.id_at_offset(at, -5 * 3600), "2026-11-30");
     }
 }

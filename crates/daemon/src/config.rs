@@ -91,12 +91,48 @@ pub struct RateLimit {
     pub burst: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     pub credits: u64,
     #[serde(default)]
     pub period: Period,
+    /// Where day and month budgets roll over: "+02:00", "-05:00" or "Z"
+    /// (default UTC).
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+}
+
+impl Budget {
+    /// Seconds east of UTC, or an error naming the bad value.
+    pub fn offset_secs(&self) -> Result<i32, String> {
+        let Some(raw) = self.utc_offset.as_deref() else {
+            return Ok(0);
+        };
+        if raw == "Z" || raw == "UTC" {
+            return Ok(0);
+        }
+        let bad = || format!("utc_offset {raw:?} is not like \"+02:00\", \"-05:30\" or \"Z\"");
+        let (sign, rest) = match raw.as_bytes().first() {
+            Some(b'+') => (1, &raw[1..]),
+            Some(b'-') => (-1, &raw[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+        let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+            return Err(bad());
+        }
+        Ok(sign * (h * 3600 + m * 60))
+    }
+
+    /// The ledger row reservations made now belong to.
+    pub fn current_period(&self) -> String {
+        self.period.id_at_offset(
+            std::time::SystemTime::now(),
+            self.offset_secs().unwrap_or(0),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +356,9 @@ impl Config {
             if rl.per_second == Some(0) || rl.per_minute == Some(0) || rl.burst == Some(0) {
                 push(format!("{at}.rate_limit"), "values must be at least 1");
             }
+            if let Some(Err(e)) = p.budget.as_ref().map(|b| b.offset_secs()) {
+                push(format!("{at}.budget.utc_offset"), &e);
+            }
             if p.max_in_flight == 0 {
                 push(format!("{at}.max_in_flight"), "must be at least 1");
             }
@@ -462,5 +501,30 @@ pub mod dur_list {
                     .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(offset: Option<&str>) -> Budget {
+        Budget {
+            credits: 1,
+            period: Period::Day,
+            utc_offset: offset.map(String::from),
+        }
+    }
+
+    #[test]
+    fn utc_offsets_parse_and_bad_ones_are_named() {
+        assert_eq!(budget(None).offset_secs(), Ok(0));
+        assert_eq!(budget(Some("Z")).offset_secs(), Ok(0));
+        assert_eq!(budget(Some("+02:00")).offset_secs(), Ok(7200));
+        assert_eq!(budget(Some("-05:30")).offset_secs(), Ok(-19800));
+        for bad in ["2", "+2", "+25:00", "+02:60", "CET"] {
+            let e = budget(Some(bad)).offset_secs().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 }

@@ -342,7 +342,11 @@ pub fn provider_views(rt: &Runtime) -> Vec<ProviderView> {
     let mut out = Vec::new();
     for (name, p) in &rt.providers {
         let l = p.limits.read().unwrap_or_else(|e| e.into_inner());
-        let period_id = l.budget.map(|b| b.period).unwrap_or_default().current_id();
+        let period_id = l
+            .budget
+            .as_ref()
+            .map(|b| b.current_period())
+            .unwrap_or_else(|| "total".into());
         let entry = rt.store.ledger(name, &period_id).unwrap_or_default();
         let cooldown = p.cooldown_remaining();
         let paused = p.paused.load(Ordering::Relaxed);
@@ -362,11 +366,11 @@ pub fn provider_views(rt: &Runtime) -> Vec<ProviderView> {
             rate_limit: l.rate_limit,
             max_in_flight: l.max_in_flight,
             in_flight: p.in_flight.load(Ordering::Relaxed),
-            budget_credits: l.budget.map(|b| b.credits),
-            budget_period: l.budget.map(|_| period_id.clone()),
+            budget_credits: l.budget.as_ref().map(|b| b.credits),
+            budget_period: l.budget.as_ref().map(|_| period_id.clone()),
             budget_used: entry.charged,
             budget_reserved: entry.reserved,
-            budget_left: l.budget.map(|b| entry.headroom(b.credits)),
+            budget_left: l.budget.as_ref().map(|b| entry.headroom(b.credits)),
             paused,
             cooldown_ms: cooldown.map(|d| d.as_millis() as u64),
             health: if paused {

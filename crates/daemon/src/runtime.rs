@@ -41,7 +41,7 @@ impl Limits {
             rate_limit: cfg.rate_limit,
             limiter: Arc::new(RateLimiter::direct(quota(&cfg.rate_limit, 1.0))),
             max_in_flight: cfg.max_in_flight,
-            budget: cfg.budget,
+            budget: cfg.budget.clone(),
             poll: cfg.poll.clone(),
             max_attempts: cfg.max_attempts,
         }
@@ -972,7 +972,7 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
     }
     let (max_in_flight, budget) = {
         let l = read(&p.limits);
-        (l.max_in_flight as usize, l.budget)
+        (l.max_in_flight as usize, l.budget.clone())
     };
     let free = max_in_flight.saturating_sub(p.in_flight.load(Ordering::Relaxed));
     let queued = match rt.store.next_queued(&p.name, free.clamp(1, DISPATCH_GROUP)) {
@@ -990,7 +990,10 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
         hold(HeldBy::Concurrency);
         return false;
     }
-    let period = budget.map(|b| b.period).unwrap_or_default().current_id();
+    let period = budget
+        .as_ref()
+        .map(|b| b.current_period())
+        .unwrap_or_else(|| "total".into());
     let mut moved = Vec::new();
     let mut held = None;
     for job in queued {
@@ -1005,7 +1008,7 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
             .ledger(LedgerOp::Reserve {
                 period: period.clone(),
                 amount: estimate,
-                limit: budget.map(|b| b.credits),
+                limit: budget.as_ref().map(|b| b.credits),
             })
             .edit(&edit);
         match rt.store.apply(&job.key, JobState::Queued, change) {
