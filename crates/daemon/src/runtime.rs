@@ -57,11 +57,6 @@ impl Limits {
 /// late request followed by an on-time one still fits the provider's
 /// tolerance); with a burst of 1, the interval is stretched by 5 %.
 pub fn quota(rl: &RateLimit, factor: f64) -> Quota {
-    let (count, per) = match (rl.per_second, rl.per_minute) {
-        (Some(s), _) => (s.max(1), Duration::from_secs(1)),
-        (None, Some(m)) => (m.max(1), Duration::from_secs(60)),
-        (None, None) => (50, Duration::from_secs(1)),
-    };
     let factor = factor.clamp(MIN_THROTTLE, 1.0);
     // A provider that answered 429 has shown it is stricter than the config
     // says, burst included: while throttled, no bursts at all.
@@ -70,7 +65,7 @@ pub fn quota(rl: &RateLimit, factor: f64) -> Quota {
     } else {
         rl.burst.unwrap_or(1).max(1)
     };
-    let mut interval = (per / count).div_f64(factor);
+    let mut interval = configured_interval(rl).div_f64(factor);
     let kept = if burst >= 2 {
         burst - 1
     } else {
@@ -81,6 +76,16 @@ pub fn quota(rl: &RateLimit, factor: f64) -> Quota {
     Quota::with_period(interval.max(Duration::from_micros(1)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(nz)
+}
+
+/// The interval between two requests at the configured rate (50/s when
+/// none is configured).
+fn configured_interval(rl: &RateLimit) -> Duration {
+    match (rl.per_second, rl.per_minute) {
+        (Some(s), _) => Duration::from_secs(1) / s.max(1),
+        (None, Some(m)) => Duration::from_secs(60) / m.max(1),
+        (None, None) => Duration::from_secs(1) / 50,
+    }
 }
 
 /// The lowest share of the configured rate the daemon throttles down to.
@@ -209,6 +214,12 @@ impl ProviderRt {
                 return true;
             }
         }
+    }
+
+    /// The interval between two permits at the rate now in use.
+    fn slot(&self) -> Duration {
+        let factor = lock(&self.throttle).factor;
+        configured_interval(&read(&self.limits).rate_limit).div_f64(factor.clamp(MIN_THROTTLE, 1.0))
     }
 
     /// Gives back an in-flight slot; never wraps below zero.
@@ -405,7 +416,7 @@ impl Runtime {
     async fn reconcile(self: Arc<Self>, p: Arc<ProviderRt>, job: Job) {
         if p.adapter.idempotent_create() {
             tracing::info!(key = %job.key, provider = %p.name, "resending create after restart (the provider deduplicates by key)");
-            self.submit(p, job).await;
+            self.submit(p, job, None).await;
             return;
         }
         let found = if p.permit(&self.cancel).await {
@@ -485,12 +496,19 @@ impl Runtime {
 
     /// Sends the create call for a job already moved to `submitting` (and
     /// flushed), retrying transient failures within `max_attempts`.
-    async fn submit(self: Arc<Self>, p: Arc<ProviderRt>, job: Job) {
+    /// `permit_at`: when the dispatcher took this request's rate permit (it
+    /// moves a job to `submitting` only with a permit in hand, so a crash
+    /// finds few jobs there whose create was never sent). A permit older than
+    /// half a rate slot (a slow flush) is dropped and a fresh one taken: the
+    /// provider must see the spacing the limiter made.
+    async fn submit(self: Arc<Self>, p: Arc<ProviderRt>, job: Job, permit_at: Option<Instant>) {
         let mut attempt = job.attempts.max(1);
+        let mut have_permit = permit_at.is_some_and(|t| t.elapsed() <= p.slot() / 2);
         loop {
-            if !p.permit(&self.cancel).await {
+            if !have_permit && !p.permit(&self.cancel).await {
                 return; // shutdown: the job stays `submitting`; restart reconciles it
             }
+            have_permit = false;
             p.counters.creates.fetch_add(1, Ordering::Relaxed);
             let res = p.adapter.create(&job.key, &job.params).await;
             match res {
@@ -937,15 +955,25 @@ async fn dispatch_loop(rt: Arc<Runtime>, p: Arc<ProviderRt>) {
         if rt.cancel.is_cancelled() {
             return;
         }
-        let progressed = dispatch_once(&rt, &p).await;
-        if !progressed {
-            tokio::select! {
-                _ = p.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = rt.cancel.cancelled() => return,
-            }
+        let next = dispatch_once(&rt, &p).await;
+        let wait = match next {
+            Dispatched::Some => continue,
+            Dispatched::NoneUntil(d) => d.min(Duration::from_secs(1)),
+            Dispatched::None => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = p.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = rt.cancel.cancelled() => return,
         }
     }
+}
+
+enum Dispatched {
+    Some,
+    None,
+    /// Nothing now; the rate limiter has a permit again after this long.
+    NoneUntil(Duration),
 }
 
 /// Most jobs moved to `submitting` per durable flush: one flush then covers
@@ -955,20 +983,17 @@ const DISPATCH_GROUP: usize = 64;
 /// Moves up to a group of queued jobs to `submitting` (in queue order, while
 /// limits allow), flushes once, then starts their creates. True if any was
 /// dispatched.
-async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
+async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> Dispatched {
     let hold = |why: HeldBy| {
         p.set_hold(Some(why));
     };
     if p.paused.load(Ordering::Relaxed) {
         hold(HeldBy::Paused);
-        return false;
+        return Dispatched::None;
     }
-    // The rate permit is taken by the submit task right before it sends, so
-    // the spacing the limiter creates is the spacing the provider sees; here
-    // only a 429 cool-down holds the queue.
-    if p.cooldown_remaining().is_some() {
+    if let Some(wait) = p.cooldown_remaining() {
         hold(HeldBy::Rate);
-        return false;
+        return Dispatched::NoneUntil(wait);
     }
     let (max_in_flight, budget) = {
         let l = read(&p.limits);
@@ -978,17 +1003,17 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
     let queued = match rt.store.next_queued(&p.name, free.clamp(1, DISPATCH_GROUP)) {
         Ok(v) if v.is_empty() => {
             p.set_hold(None);
-            return false;
+            return Dispatched::None;
         }
         Ok(v) => v,
         Err(e) => {
             tracing::error!(provider = %p.name, "reading the queue: {e}");
-            return false;
+            return Dispatched::None;
         }
     };
     if free == 0 {
         hold(HeldBy::Concurrency);
-        return false;
+        return Dispatched::None;
     }
     let period = budget
         .as_ref()
@@ -996,7 +1021,21 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
         .unwrap_or_else(|| "total".into());
     let mut moved = Vec::new();
     let mut held = None;
+    let mut until = None;
+    let limiter = read(&p.limits).limiter.clone();
     for job in queued {
+        // A job becomes `submitting` only with its rate permit in hand: the
+        // create goes out right after the group's flush (a lag of one fsync,
+        // within the limiter's one-slot margin), and a crash finds few
+        // `submitting` jobs whose create was never sent.
+        if let Err(not_until) = limiter.check() {
+            use governor::clock::Clock;
+            held = Some(HeldBy::Rate);
+            until = Some(not_until.wait_time_from(governor::clock::DefaultClock::default().now()));
+            break;
+        }
+        p.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let permit_at = Instant::now();
         let estimate = p.adapter.estimate_credits(&job.params);
         let edit = |j: &mut Job| {
             j.attempts += 1;
@@ -1012,7 +1051,7 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
             })
             .edit(&edit);
         match rt.store.apply(&job.key, JobState::Queued, change) {
-            Ok(j) => moved.push(j),
+            Ok(j) => moved.push((j, permit_at)),
             // Strict queue order: a job that does not fit holds those behind it.
             Err(StoreError::OverBudget { .. }) => {
                 held = Some(HeldBy::Budget);
@@ -1027,19 +1066,23 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> bool {
     }
     p.set_hold(held);
     if moved.is_empty() {
-        return false;
+        return match until {
+            Some(d) => Dispatched::NoneUntil(d),
+            None => Dispatched::None,
+        };
     }
     // The create calls must never be sent before `submitting` is on disk.
     if let Err(e) = rt.store.sync().await {
         tracing::error!("flushing before submit: {e}");
-        return false;
+        return Dispatched::None;
     }
-    for job in moved {
+    for (job, permit_at) in moved {
         p.in_flight.fetch_add(1, Ordering::Relaxed);
         let (rt2, p2) = (rt.clone(), p.clone());
-        rt.tracker.spawn(async move { rt2.submit(p2, job).await });
+        rt.tracker
+            .spawn(async move { rt2.submit(p2, job, Some(permit_at)).await });
     }
-    true
+    Dispatched::Some
 }
 
 struct Tracked {
