@@ -217,3 +217,34 @@ async fn synced_writes_survive_reopening() {
     assert_eq!(s.get("a").unwrap().unwrap().state, JobState::Submitting);
     assert_eq!(s.history("a").unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_writes_nothing() {
+    let (_d, s) = open().await;
+    s.intake(vec![spec("a", "p", 0)]).unwrap();
+    s.apply("a", JobState::Queued, Change::to(JobState::Submitting, ""))
+        .unwrap();
+    let edit = |j: &mut switchyard_core::Job| j.progress = Some(40);
+    let first = s
+        .apply(
+            "a",
+            JobState::Submitting,
+            Change::to(JobState::Submitting, "").edit(&edit),
+        )
+        .unwrap();
+    // Timestamps have millisecond resolution: let the clock move first.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let again = s
+        .apply(
+            "a",
+            JobState::Submitting,
+            Change::to(JobState::Submitting, "").edit(&edit),
+        )
+        .unwrap();
+    assert_eq!(
+        again.updated_at, first.updated_at,
+        "a no-op poll must not rewrite the job"
+    );
+    assert_eq!(s.get("a").unwrap().unwrap().progress, Some(40));
+    assert_eq!(s.history("a").unwrap().len(), 2);
+}
