@@ -43,8 +43,6 @@ const PROVIDER: &str = "viggle";
 /// Environment variable the child daemon reads its (simulated) API key from.
 /// Not `SWITCHYARD_…`: those are config keys.
 const KEY_ENV: &str = "BENCH_SCALE_API_KEY";
-/// Jobs per `POST /v1/jobs` when filling the daemon for the memory part.
-const MEMORY_CHUNK: usize = 10_000;
 /// Jobs per `SledStore::import` call when building a restart store.
 const IMPORT_CHUNK: usize = 50_000;
 /// Queued jobs in a restart store (the rest are finished).
@@ -94,6 +92,9 @@ pub struct ScaleOpts {
     /// Store ceiling: transitions per writer (`bench store --per-writer`).
     #[arg(long, default_value_t = 400)]
     pub store_per_writer: usize,
+    /// Memory and idle parts: jobs per `POST /v1/jobs` (one batch file's worth).
+    #[arg(long, default_value_t = 1_000)]
+    pub memory_batch: usize,
     /// Throughput part: the provider's max_in_flight (live jobs at once).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_in_flight: u32,
@@ -115,6 +116,7 @@ impl Default for ScaleOpts {
             store_jobs: 100_000,
             store_writers: 256,
             store_per_writer: 400,
+            memory_batch: 1_000,
             max_in_flight: 1_000_000,
             markdown: None,
         }
@@ -205,6 +207,8 @@ struct Restart {
     build_s: f64,
     listening_ms: f64,
     first_create_ms: f64,
+    /// The daemon's CPU time (all threads) from spawn to the first create.
+    cpu_ms: f64,
     rss_kib: u64,
     load: String,
 }
@@ -238,10 +242,12 @@ pub async fn run(opts: ScaleOpts) -> anyhow::Result<()> {
         .collect();
 
     if opts.wants(Part::Throughput) {
-        ceiling = Some(ceilings(&opts).await?);
+        ceiling = Some(ceilings(&opts).await.context("measuring the ceilings")?);
         for row in &mut rows {
             eprintln!("[throughput] {} jobs ...", row.n);
-            let t = throughput(row.n, &opts, tck).await?;
+            let t = throughput(row.n, &opts, tck)
+                .await
+                .with_context(|| format!("throughput with {} jobs", row.n))?;
             eprintln!(
                 "[throughput] {} jobs: {:.0} jobs/s ({} completed in {:.2} s)",
                 row.n,
@@ -255,7 +261,9 @@ pub async fn run(opts: ScaleOpts) -> anyhow::Result<()> {
     if opts.wants(Part::Memory) || opts.wants(Part::Idle) {
         for row in &mut rows {
             eprintln!("[memory+idle] {} live jobs ...", row.n);
-            let m = memory_idle(row.n, &opts, tck).await?;
+            let m = memory_idle(row.n, &opts, tck)
+                .await
+                .with_context(|| format!("memory and idle with {} jobs", row.n))?;
             eprintln!(
                 "[memory+idle] {} live jobs: {:.0} B/job above idle, {:.3} % of a core over {} s ({} polls)",
                 row.n,
@@ -278,7 +286,9 @@ pub async fn run(opts: ScaleOpts) -> anyhow::Result<()> {
         }
         for n in sizes {
             eprintln!("[restart] store of {n} jobs ...");
-            let r = restart(n).await?;
+            let r = restart(n, tck)
+                .await
+                .with_context(|| format!("restart with {n} jobs"))?;
             eprintln!("[restart] store of {n} jobs: first create {:.0} ms after spawn (listening at {:.0} ms)", r.first_create_ms, r.listening_ms);
             if let Some(row) = rows.iter_mut().find(|r| r.n == n) {
                 row.restart = Some(r);
@@ -460,24 +470,36 @@ async fn throughput_run(
         "  submitted {n} jobs in {:.2} s",
         t0.elapsed().as_secs_f64()
     );
-    let limit = Duration::from_secs(60) + Duration::from_millis(n as u64);
+    let limit = Duration::from_secs(60) + Duration::from_millis(3 * n as u64);
+    // Watched from the simulator's side: a job finishes at its first poll,
+    // so N status calls answered mean every job has been seen finished.
+    // Only then is the daemon asked (`/v1/providers` counts its index,
+    // O(jobs), which at 100k jobs costs the daemon ~0.2 s a call). The end
+    // time is taken from the jobs' `updated_at`, not from this loop.
+    let every = Duration::from_millis((n as u64 / 100).clamp(50, 1_000));
     let mut last = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let (queued, in_flight) = d.queue().await?;
-        if queued == 0 && in_flight == 0 {
-            break;
+        tokio::time::sleep(every).await;
+        let st = sim.stats().provider(KIND);
+        if st.status_requests >= n as u64 {
+            let (queued, in_flight) = d.queue().await?;
+            if queued == 0 && in_flight == 0 {
+                break;
+            }
         }
         if t0.elapsed() > limit {
+            let (queued, in_flight) = d.queue().await?;
             bail!(
                 "{n} jobs did not finish within {} s ({queued} queued, {in_flight} in flight)",
                 limit.as_secs()
             );
         }
-        if last.elapsed() >= Duration::from_secs(2) {
+        if last.elapsed() >= Duration::from_secs(5) {
             eprintln!(
-                "  {:.0} s: {queued} queued, {in_flight} in flight",
-                t0.elapsed().as_secs_f64()
+                "  {:.0} s: the simulator has seen {} creates and {} status calls",
+                t0.elapsed().as_secs_f64(),
+                st.create_requests,
+                st.status_requests
             );
             last = Instant::now();
         }
@@ -557,12 +579,13 @@ async fn memory_idle_run(
     let (rss_idle_kib, _) = rss_kib(d.pid)?;
     let t0 = Instant::now();
     let all = specs("mem", n);
-    for chunk in all.chunks(MEMORY_CHUNK) {
+    for chunk in all.chunks(opts.memory_batch.max(1)) {
         d.submit(chunk).await?;
     }
     eprintln!(
-        "  submitted {n} jobs in {:.2} s (batches of {MEMORY_CHUNK})",
-        t0.elapsed().as_secs_f64()
+        "  submitted {n} jobs in {:.2} s (batches of {})",
+        t0.elapsed().as_secs_f64(),
+        opts.memory_batch
     );
     let limit = Duration::from_secs(120) + Duration::from_millis(5 * n as u64);
     let mut last = Instant::now();
@@ -583,17 +606,19 @@ async fn memory_idle_run(
             last = Instant::now();
         }
     }
-    let live = d.count(JobState::Pending).await? + d.count(JobState::Processing).await?;
     eprintln!(
-        "  {live} jobs live after {:.1} s; settling 2 s",
+        "  all live after {:.1} s; settling 2 s",
         t0.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Read before anything asks the daemon for more than counts: a job
+    // listing would allocate its JSON, which the allocator then keeps.
     let (rss_live_kib, _) = rss_kib(d.pid)?;
     let fds = std::fs::read_dir(format!("/proc/{}/fd", d.pid))
         .map(|r| r.count())
         .unwrap_or(0);
     let threads = proc_status_field(d.pid, "Threads:").unwrap_or(0);
+    let live = d.count(JobState::Pending).await? + d.count(JobState::Processing).await?;
 
     eprintln!(
         "  idle window: {} s, one poll per job every {} ...",
@@ -625,7 +650,7 @@ async fn memory_idle_run(
 
 // ---------------------------------------------------------------- restart
 
-async fn restart(n: usize) -> anyhow::Result<Restart> {
+async fn restart(n: usize, tck: f64) -> anyhow::Result<Restart> {
     let load = loadavg();
     let dir = tempfile::tempdir()?;
     let t = Instant::now();
@@ -645,6 +670,9 @@ async fn restart(n: usize) -> anyhow::Result<Restart> {
     let spawned = Instant::now();
     let mut d = Daemon::start_child(dir.path(), config)?;
     let res = first_create(&sim, &mut d, spawned).await;
+    let cpu_ms = cpu_ticks(d.pid)
+        .map(|t| t as f64 * 1e3 / tck)
+        .unwrap_or(f64::NAN);
     let rss = rss_kib(d.pid).map(|r| r.0).unwrap_or(0);
     let stop = d.stop().await;
     sim.shutdown().await;
@@ -655,6 +683,7 @@ async fn restart(n: usize) -> anyhow::Result<Restart> {
         build_s,
         listening_ms,
         first_create_ms,
+        cpu_ms,
         rss_kib: rss,
         load,
     })
@@ -937,8 +966,22 @@ impl Daemon {
             .await?)
     }
 
+    /// Jobs of the provider in `state`, from `/metrics` (an index count:
+    /// no job is read or rendered).
     async fn count(&self, state: JobState) -> anyhow::Result<usize> {
-        Ok(self.jobs(Some(state)).await?.len())
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let series = format!("switchyard_jobs{{provider=\"{PROVIDER}\",state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| anyhow!("/metrics has no {series}"))
     }
 
     async fn history_len(&self, key: &str) -> anyhow::Result<usize> {
@@ -991,14 +1034,20 @@ fn specs(prefix: &str, n: usize) -> Vec<JobSpec> {
 /// Clock ticks per second for /proc/PID/stat (`getconf CLK_TCK`; 100, the
 /// Linux default, if that cannot be run).
 fn clk_tck() -> f64 {
-    std::process::Command::new("getconf")
+    let got = std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|v| *v > 0.0)
-        .unwrap_or(100.0)
+        .filter(|v| *v > 0.0);
+    match got {
+        Some(v) => v,
+        None => {
+            eprintln!("getconf CLK_TCK failed: assuming 100 clock ticks per second");
+            100.0
+        }
+    }
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -1123,13 +1172,14 @@ struct Report {
     total: Duration,
 }
 
-const HEADERS: [&str; 11] = [
+const HEADERS: [&str; 12] = [
     "jobs",
     "jobs/s",
     "ceiling jobs/s",
     "of ceiling",
     "req/job",
     "hist/job",
+    "daemon CPU/job",
     "RSS idle -> live",
     "B/live job",
     "idle CPU",
@@ -1149,8 +1199,12 @@ impl Report {
                 c.push(format!("{:.0} %", 100.0 * t.jobs_per_s() / ceil.max(1e-9)));
                 c.push(format!("{:.2}", t.req_per_job));
                 c.push(format!("{:.2}", t.trans_per_job));
+                c.push(format!(
+                    "{:.0} us",
+                    1e6 * t.daemon_cpu_s / t.completed.max(1) as f64
+                ));
             }
-            _ => c.extend((0..5).map(|_| dash())),
+            _ => c.extend((0..6).map(|_| dash())),
         }
         match &r.mem {
             Some(m) => {
@@ -1165,7 +1219,11 @@ impl Report {
                     m.cpu_pct(),
                     m.idle_cpu_s * 60.0 / m.idle_secs.max(1e-9)
                 ));
-                c.push(format!("{}", m.polls));
+                c.push(format!(
+                    "{} ({:.0} us/poll)",
+                    m.polls,
+                    1e6 * m.idle_cpu_s / m.polls.max(1) as f64
+                ));
             }
             None => c.extend((0..4).map(|_| dash())),
         }
@@ -1247,9 +1305,10 @@ impl Report {
             }
             if let Some(m) = &r.mem {
                 out.push(format!(
-                    "memory/idle {}: {} live; VmRSS idle {} KiB, live {} KiB, after the window {} KiB, peak (VmHWM) {} KiB; {} open fds, {} threads when live; CPU {:.2} s over {:.1} s with {} polls; load {}",
+                    "memory/idle {}: {} live (submitted in batches of {}); VmRSS idle {} KiB, live {} KiB, after the window {} KiB, peak (VmHWM) {} KiB; {} open fds, {} threads when live; CPU {:.2} s over {:.1} s with {} polls; load {}",
                     fmt_n(r.n),
                     m.live,
+                    self.opts.memory_batch,
                     m.rss_idle_kib,
                     m.rss_live_kib,
                     m.rss_after_kib,
@@ -1264,13 +1323,14 @@ impl Report {
             }
             if let Some(rs) = &r.restart {
                 out.push(format!(
-                    "restart {}: store of {} jobs ({} queued, 1 in 50 of the rest failed, others completed) built in {:.1} s; listening {:.0} ms, first create {:.0} ms after spawn; VmRSS then {} KiB; load {}",
+                    "restart {}: store of {} jobs ({} queued, 1 in 50 of the rest failed, others completed) built in {:.1} s; listening {:.0} ms, first create {:.0} ms after spawn, daemon CPU by then {:.0} ms; VmRSS then {} KiB; load {}",
                     fmt_n(r.n),
                     rs.jobs,
                     RESTART_QUEUED.min(rs.jobs),
                     rs.build_s,
                     rs.listening_ms,
                     rs.first_create_ms,
+                    rs.cpu_ms,
                     rs.rss_kib,
                     rs.load
                 ));
@@ -1318,7 +1378,11 @@ impl Report {
                 m.cpu_pct(),
                 m.idle_cpu_s * 60.0 / m.idle_secs.max(1e-9),
                 m.idle_secs,
-                verdict(m.cpu_pct() < 1.0)
+                if m.polls == 0 {
+                    "no poll fell in the window (lengthen --idle-secs or shorten --poll-every): not measured"
+                } else {
+                    verdict(m.cpu_pct() < 1.0)
+                }
             ));
         }
         if let Some(rs) = largest(&|r| r.restart.is_some()).and_then(|r| r.restart.as_ref()) {
@@ -1367,7 +1431,7 @@ impl Report {
         }
         s.push_str("\nGoals:\n\n");
         for g in self.goals() {
-            s.push_str(&format!("- {g}\n"));
+            s.push_str(&format!("{g}\n"));
         }
         s
     }
