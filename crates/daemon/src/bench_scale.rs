@@ -620,6 +620,29 @@ async fn memory_idle_run(
     let threads = proc_status_field(d.pid, "Threads:").unwrap_or(0);
     let live = d.count(JobState::Pending).await? + d.count(JobState::Processing).await?;
 
+    // Steady state: the window opens once every job has had its first poll
+    // (which records the provider's first progress figure, a write), so it
+    // sees the polls a long-running queue makes, not the first round.
+    let t1 = Instant::now();
+    let first_round = opts.poll_every * 2 + Duration::from_secs(60);
+    loop {
+        let polled = sim.stats().provider(KIND).status_requests;
+        if polled >= n as u64 {
+            break;
+        }
+        if t1.elapsed() > first_round {
+            bail!(
+                "only {polled} of {n} jobs were polled within {} s",
+                first_round.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    eprintln!(
+        "  every job polled once after {:.0} s more",
+        t1.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!(
         "  idle window: {} s, one poll per job every {} ...",
         opts.idle_secs,
