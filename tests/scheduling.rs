@@ -42,6 +42,15 @@ async fn sim(toml: &str) -> SimServer {
     .unwrap()
 }
 
+/// SIGTERM must drain and exit 0; then the simulator stops.
+async fn stop(mut daemon: common::Guard, sim: SimServer) {
+    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
+        .await
+        .unwrap();
+    assert!(st.success(), "SIGTERM must drain and exit 0");
+    sim.shutdown().await;
+}
+
 async fn submit(url: &str, path: &std::path::Path) {
     let (url, p) = (url.to_string(), path.to_str().unwrap().to_string());
     let out = tokio::task::spawn_blocking(move || common::cli(&url, &["submit", &p]))
@@ -75,7 +84,7 @@ async fn three_hundred_jobs_under_tight_rate_limits_get_no_429() {
         })
         .collect();
     let env = common::write_config(&sim, &ps, "");
-    let mut daemon = common::Guard(Some(start_daemon(&env)));
+    let daemon = common::Guard(Some(start_daemon(&env)));
     let path = common::batch_file(env.dir.path(), "batch.toml", &jobs_for(&KINDS, 300));
     submit(&env.url, &path).await;
     let jobs = wait_settled(&env.url, 300, Duration::from_secs(150)).await;
@@ -96,11 +105,7 @@ async fn three_hundred_jobs_under_tight_rate_limits_get_no_429() {
         );
         assert!(p.duplicate_creates.is_empty());
     }
-    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
-        .await
-        .unwrap();
-    assert!(st.success());
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 /// (b) A budget smaller than the batch: never more charged than the budget,
@@ -129,7 +134,7 @@ async fn a_budget_smaller_than_the_batch_is_never_overspent() {
         ],
         "",
     );
-    let mut daemon = common::Guard(Some(start_daemon(&env)));
+    let daemon = common::Guard(Some(start_daemon(&env)));
     let path = common::batch_file(
         env.dir.path(),
         "batch.toml",
@@ -184,11 +189,7 @@ async fn a_budget_smaller_than_the_batch_is_never_overspent() {
     let p = sim.stats().provider(ProviderKind::Ugclab);
     assert_eq!(p.creates, 8, "only what the budget pays for is created");
     assert!(p.credits_charged - p.credits_refunded <= 1000);
-    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
-        .await
-        .unwrap();
-    assert!(st.success());
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 /// (c) SIGKILL at random moments, ten times, during a 300-job run: every job
@@ -273,11 +274,7 @@ async fn ten_sigkills_during_a_run_lose_nothing_and_duplicate_nothing() {
             .count(),
         jobs.iter().filter(|j| j.state == JobState::Failed).count()
     );
-    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
-        .await
-        .unwrap();
-    assert!(st.success());
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 /// (d) 20 % injected 5xx and malformed answers: every job still ends, and no
@@ -301,7 +298,7 @@ async fn faults_end_every_job_within_bounded_attempts() {
         })
         .collect();
     let env = common::write_config(&sim, &ps, "");
-    let mut daemon = common::Guard(Some(start_daemon(&env)));
+    let daemon = common::Guard(Some(start_daemon(&env)));
     let path = common::batch_file(env.dir.path(), "batch.toml", &jobs_for(&KINDS, 120));
     submit(&env.url, &path).await;
     let jobs = wait_settled(&env.url, 120, Duration::from_secs(120)).await;
@@ -332,11 +329,7 @@ async fn faults_end_every_job_within_bounded_attempts() {
         count(JobState::Completed) >= 60,
         "most jobs should complete despite faults"
     );
-    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
-        .await
-        .unwrap();
-    assert!(st.success());
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 /// A job that outlives its provider's poll timeout fails with a clear reason
@@ -354,7 +347,7 @@ async fn a_stuck_job_times_out_and_is_cancelled_at_the_provider() {
         }],
         "",
     );
-    let mut daemon = common::Guard(Some(start_daemon(&env)));
+    let daemon = common::Guard(Some(start_daemon(&env)));
     let path = common::batch_file(
         env.dir.path(),
         "batch.toml",
@@ -378,11 +371,7 @@ async fn a_stuck_job_times_out_and_is_cancelled_at_the_provider() {
         "{:?}",
         sim.jobs()
     );
-    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
-        .await
-        .unwrap();
-    assert!(st.success());
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 /// A 402 pauses dispatch to that provider (the rest stays queued, held by
@@ -448,11 +437,7 @@ async fn insufficient_credits_pause_the_provider_until_reload() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
-        .await
-        .unwrap();
-    assert!(st.success());
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 /// A provider stricter than our config answers 429 with Retry-After: the
@@ -471,7 +456,7 @@ async fn a_429_cools_the_provider_down_instead_of_retrying_into_it() {
         }],
         "",
     );
-    let mut daemon = common::Guard(Some(start_daemon(&env)));
+    let daemon = common::Guard(Some(start_daemon(&env)));
     let path = common::batch_file(
         env.dir.path(),
         "batch.toml",
@@ -499,9 +484,5 @@ async fn a_429_cools_the_provider_down_instead_of_retrying_into_it() {
         p.requests
     );
     assert!(p.duplicate_creates.is_empty());
-    let st = tokio::task::spawn_blocking(move || common::sigterm(daemon.child()))
-        .await
-        .unwrap();
-    assert!(st.success());
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
