@@ -3,6 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
+/// As in the daemon: the store's allocation pattern (sled clones a leaf per
+/// write) is where glibc's malloc loses most.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let jobs = std::env::args()

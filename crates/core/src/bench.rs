@@ -40,11 +40,9 @@ pub async fn store(
     let enc = |e: serde_json::Error| StoreError::Storage(e.to_string());
 
     // Baseline: the same records (job, index entry, history entry per job)
-    // inserted straight into sled as one batch, then one flush.
-    let raw_db = sled::Config::new()
-        .path(tmp.join("raw"))
-        .mode(sled::Mode::HighThroughput)
-        .open()?;
+    // inserted straight into sled, configured as the store configures it, as
+    // one batch, then one flush.
+    let raw_db = crate::store::sled_config(&tmp.join("raw")).open()?;
     let raw = raw_db.open_tree("raw")?;
     let specs: Vec<JobSpec> = (0..jobs).map(spec).collect();
     let sample =
