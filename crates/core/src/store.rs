@@ -140,7 +140,6 @@ pub trait Store: Send + Sync + 'static {
 
 const P_JOB: u8 = b'j';
 const P_IDX: u8 = b'i';
-const P_HIST: u8 = b'h';
 const P_LEDGER: u8 = b'l';
 /// Never appears in UTF-8, so it separates user strings unambiguously.
 const SEP: u8 = 0xFF;
@@ -173,20 +172,6 @@ fn idx_key(job: &Job) -> Vec<u8> {
     k
 }
 
-fn hist_prefix(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 2);
-    k.push(P_HIST);
-    k.extend_from_slice(key.as_bytes());
-    k.push(SEP);
-    k
-}
-
-fn hist_key(key: &str, id: u64) -> Vec<u8> {
-    let mut k = hist_prefix(key);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
-}
-
 fn ledger_key(provider: &str, period: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(provider.len() + period.len() + 2);
     k.push(P_LEDGER);
@@ -196,11 +181,39 @@ fn ledger_key(provider: &str, period: &str) -> Vec<u8> {
     k
 }
 
-fn decode_job(key: &[u8], bytes: &[u8]) -> Result<Job, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+/// What is stored under a job's key: the job and its history together.
+///
+/// Why one record: a transition then costs one sled write for job and
+/// history instead of two (sled copies a leaf per write, so writes, not
+/// bytes, are what a transition pays for), and the history needs no id.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    job: Job,
+    history: Vec<Transition>,
+}
+
+/// The job alone, for reads that do not need the history (serde skips the
+/// `history` array without building it).
+#[derive(serde::Deserialize)]
+struct JobOnly {
+    job: Job,
+}
+
+fn corrupt(key: &[u8], e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         message: e.to_string(),
-    })
+    }
+}
+
+fn decode_job(key: &[u8], bytes: &[u8]) -> Result<Job, StoreError> {
+    serde_json::from_slice::<JobOnly>(bytes)
+        .map(|r| r.job)
+        .map_err(|e| corrupt(key, e))
+}
+
+fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -329,15 +342,17 @@ impl SledStore {
                 continue;
             }
             job.seq = self.db.generate_id()?;
-            let hist = Transition {
-                at: job.updated_at.clone(),
-                from: None,
-                to: job.state,
-                note: "imported".into(),
-            };
             batch.insert(idx_key(&job), job.key.as_bytes());
-            batch.insert(hist_key(&job.key, job.seq), encode(&hist)?);
-            batch.insert(jk, encode(&job)?);
+            let record = Record {
+                history: vec![Transition {
+                    at: job.updated_at.clone(),
+                    from: None,
+                    to: job.state,
+                    note: "imported".into(),
+                }],
+                job,
+            };
+            batch.insert(jk, encode(&record)?);
             n += 1;
         }
         self.tree.apply_batch(batch)?;
@@ -457,16 +472,18 @@ impl Store for SledStore {
             }
             let seq = self.db.generate_id()?;
             let job = Job::from_spec(spec, seq, &now);
-            let hist = Transition {
-                at: now.clone(),
-                from: None,
-                to: JobState::Queued,
-                note: "accepted".into(),
-            };
             staged.push((idx_key(&job), IVec::from(job.key.as_bytes())));
-            staged.push((hist_key(&job.key, seq), IVec::from(encode(&hist)?)));
-            staged.push((jk, IVec::from(encode(&job)?)));
-            report.accepted.push(job.key);
+            report.accepted.push(job.key.clone());
+            let record = Record {
+                job,
+                history: vec![Transition {
+                    at: now.clone(),
+                    from: None,
+                    to: JobState::Queued,
+                    note: "accepted".into(),
+                }],
+            };
+            staged.push((jk, IVec::from(encode(&record)?)));
         }
         for (k, v) in staged {
             p.put(k, v);
@@ -485,16 +502,16 @@ impl Store for SledStore {
     }
 
     fn history(&self, key: &str) -> Result<Vec<Transition>, StoreError> {
-        self.write_out()?;
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(hist_prefix(key)) {
-            let (k, v) = item?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                message: e.to_string(),
-            })?);
-        }
-        Ok(out)
+        let jk = job_key(key);
+        let staged = lock(&self.pending).staged(&jk);
+        let raw = match staged {
+            Some(v) => v,
+            None => self.tree.get(&jk)?,
+        };
+        Ok(match raw {
+            Some(v) => decode_record(&jk, &v)?.history,
+            None => Vec::new(),
+        })
     }
 
     fn list(&self, filter: &Filter) -> Result<Vec<Job>, StoreError> {
@@ -547,7 +564,7 @@ impl Store for SledStore {
         let raw = self
             .read(&p, &jk)?
             .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        let mut job = decode_job(&jk, &raw)?;
+        let Record { mut job, history } = decode_record(&jk, &raw)?;
         if job.state != expect {
             return Err(StoreError::StateMismatch {
                 key: key.to_string(),
@@ -579,18 +596,17 @@ impl Store for SledStore {
         // Every check (budget included) happens before the first write is
         // staged, so a refused change stages nothing.
         let ledger_writes = self.plan_ledger(&p, &mut job, &change.ledger)?;
-        let job_bytes = encode(&job)?;
-        let hist = if change.to != expect {
-            let t = Transition {
+        let mut record = Record { job, history };
+        if change.to != expect {
+            record.history.push(Transition {
                 at: now,
                 from: Some(expect),
                 to: change.to,
                 note: change.note.clone(),
-            };
-            Some((hist_key(key, self.db.generate_id()?), encode(&t)?))
-        } else {
-            None
-        };
+            });
+        }
+        let bytes = encode(&record)?;
+        let job = record.job;
         for (k, e) in ledger_writes {
             p.put(k, &e.to_bytes()[..]);
         }
@@ -599,10 +615,7 @@ impl Store for SledStore {
             p.del(old_idx);
             p.put(new_idx, job.key.as_bytes().to_vec());
         }
-        if let Some((k, v)) = hist {
-            p.put(k, v);
-        }
-        p.put(jk, job_bytes);
+        p.put(jk, bytes);
         Ok(job)
     }
 
