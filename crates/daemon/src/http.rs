@@ -185,8 +185,16 @@ async fn list_jobs(
         state,
         provider: q.provider,
     })?;
+    let live = if jobs.iter().any(|j| j.state.is_live()) {
+        rt.live_reports(None).await
+    } else {
+        Default::default()
+    };
     for j in &mut jobs {
         show_hold(&rt, j);
+        if let Some(r) = live.get(&j.key) {
+            r.apply_to(j);
+        }
     }
     Ok(Json(jobs).into_response())
 }
@@ -200,6 +208,11 @@ async fn get_job(
         .get(&key)?
         .ok_or_else(|| ApiError::not_found(&key))?;
     show_hold(&rt, &mut job);
+    if job.state.is_live() {
+        if let Some(r) = rt.live_reports(Some(vec![key.clone()])).await.get(&key) {
+            r.apply_to(&mut job);
+        }
+    }
     let history = rt.store.history(&key)?;
     let mut v = serde_json::to_value(job).map_err(|e| ApiError {
         status: 500,
