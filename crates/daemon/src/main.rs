@@ -208,17 +208,31 @@ enum BenchCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // The daemon's thread count is configured, so its config is read
+    // before the runtime exists.
+    let mut preloaded = None;
+    if let Cmd::Daemon = cli.cmd {
+        match load_config(cli.config.as_deref()) {
+            Ok(loaded) => {
+                builder.worker_threads(loaded.0.daemon.worker_threads);
+                preloaded = Some(loaded);
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, preloaded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(inv) = e.downcast_ref::<Invalid>() {
@@ -303,7 +317,10 @@ fn daemon_url(cli: &Cli) -> String {
     format!("http://{listen}")
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    preloaded: Option<(config::Config, Option<PathBuf>)>,
+) -> anyhow::Result<()> {
     if let Cmd::Completions { shell } = cli.cmd {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         let mut script = Vec::new();
@@ -323,7 +340,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Demo { batch, timeout } => demo::run(batch, timeout).await,
         Cmd::Daemon => {
-            let (cfg, path) = load_config(cli.config.as_deref())?;
+            let (cfg, path) = match preloaded {
+                Some(loaded) => loaded,
+                None => load_config(cli.config.as_deref())?,
+            };
             serve::run(cfg, path).await
         }
         Cmd::Submit { files, wait, json } => client::submit(&client()?, &files, wait, json).await,
