@@ -37,7 +37,6 @@ pub async fn store(
     per_writer: usize,
 ) -> Result<StoreFigures, StoreError> {
     let tmp = dir;
-    let enc = |e: serde_json::Error| StoreError::Storage(e.to_string());
 
     // Baseline: the same records (a job record with its first history
     // entry, and an index entry, per job) inserted straight into sled,
@@ -46,16 +45,22 @@ pub async fn store(
     let raw = raw_db.open_tree("raw")?;
     let specs: Vec<JobSpec> = (0..jobs).map(spec).collect();
     let record = |s: &JobSpec| {
-        serde_json::to_vec(&serde_json::json!({
-            "job": Job::from_spec(s.clone(), 0, "2026-11-23T00:00:00.000Z"),
-            "history": [{"at": "2026-11-23T00:00:00.000Z", "from": null, "to": "queued", "note": "accepted"}],
-        }))
+        let history = [crate::Transition {
+            at: "2026-11-23T00:00:00.000Z".into(),
+            from: None,
+            to: JobState::Queued,
+            note: "accepted".into(),
+        }];
+        crate::store::encode_record(
+            &Job::from_spec(s.clone(), 0, "2026-11-23T00:00:00.000Z"),
+            &history,
+        )
     };
-    let sample = record(&spec(0)).map_err(enc)?;
+    let sample = record(&spec(0))?;
     let t = Instant::now();
     let mut batch = sled::Batch::default();
     for s in &specs {
-        batch.insert(format!("j{}", s.key).as_bytes(), record(s).map_err(enc)?);
+        batch.insert(format!("j{}", s.key).as_bytes(), record(s)?);
         batch.insert(format!("i{}", s.key).as_bytes(), s.key.as_bytes());
     }
     raw.apply_batch(batch)?;
