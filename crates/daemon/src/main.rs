@@ -317,10 +317,7 @@ fn daemon_url(cli: &Cli) -> String {
     format!("http://{listen}")
 }
 
-async fn run(
-    cli: Cli,
-    preloaded: Option<(config::Config, Option<PathBuf>)>,
-) -> anyhow::Result<()> {
+async fn run(cli: Cli, preloaded: Option<(config::Config, Option<PathBuf>)>) -> anyhow::Result<()> {
     if let Cmd::Completions { shell } = cli.cmd {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         let mut script = Vec::new();

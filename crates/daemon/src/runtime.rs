@@ -812,15 +812,14 @@ impl Runtime {
         let Some(p) = self.providers.get(&provider).cloned() else {
             return;
         };
-        let polled = |progress: Option<u8>, done: bool, state: Option<JobState>, live| {
-            Sched::Polled {
+        let polled =
+            |progress: Option<u8>, done: bool, state: Option<JobState>, live| Sched::Polled {
                 key: key.clone(),
                 done,
                 progress,
                 state,
                 live,
-            }
-        };
+            };
         let timeout = read(&p.limits).poll.timeout;
         if elapsed > timeout {
             // Rare: read the store rather than trust the schedule's copy.
@@ -867,7 +866,9 @@ impl Runtime {
                         stage: st.stage.map(String::into_boxed_str),
                         provider_status: st.raw_status.into_boxed_str(),
                     };
-                    let _ = self.sched.send(polled(progress, false, None, Some(Some(live))));
+                    let _ = self
+                        .sched
+                        .send(polled(progress, false, None, Some(Some(live))));
                     return;
                 }
                 let new = self.record(&p, &key, state, st).await;
@@ -1170,18 +1171,71 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> Dispatched {
     Dispatched::Some
 }
 
+/// A live job as the scheduler keeps it. One per live job, so kept small:
+/// the provider is an index, strings are boxed, the job's key and provider
+/// id are stored once here and the maps point at the entry by number.
 struct Tracked {
-    provider: String,
-    provider_job_id: String,
+    key: Box<str>,
+    provider: u16,
+    provider_job_id: Box<str>,
     dq: Option<delay_queue::Key>,
     plan: PollPlan,
     /// When the provider acknowledged the job (before a restart, too).
     since: Instant,
     last_poll: Option<Instant>,
-    live: Option<LiveReport>,
+    live: Option<Box<LiveReport>>,
     /// The state the store last reported, so that a poll needs no store
     /// read (a stale one is caught by the compare-and-swap on write).
     state: JobState,
+}
+
+/// The scheduler's jobs: a slab of entries, found by key or by provider id.
+///
+/// Why a slab: with 100,000 live jobs, maps keyed and valued by strings
+/// (key thrice, provider and provider id twice each) were most of the
+/// daemon's memory per job.
+#[derive(Default)]
+struct Tracking {
+    slots: Vec<Option<Tracked>>,
+    free: Vec<u32>,
+    by_key: HashMap<Box<str>, u32>,
+    by_id: HashMap<(u16, Box<str>), u32>,
+}
+
+impl Tracking {
+    fn insert(&mut self, t: Tracked) -> u32 {
+        let (key, id) = (t.key.clone(), (t.provider, t.provider_job_id.clone()));
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(t);
+                i
+            }
+            None => {
+                self.slots.push(Some(t));
+                // Fewer than 2^32 jobs are ever live at once.
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_key.insert(key, slot);
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    fn get_mut(&mut self, slot: u32) -> Option<&mut Tracked> {
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    fn slot_of(&self, key: &str) -> Option<u32> {
+        self.by_key.get(key).copied()
+    }
+
+    fn remove(&mut self, slot: u32) -> Option<Tracked> {
+        let t = self.slots.get_mut(slot as usize)?.take()?;
+        self.by_key.remove(&t.key);
+        self.by_id.remove(&(t.provider, t.provider_job_id.clone()));
+        self.free.push(slot);
+        Some(t)
+    }
 }
 
 /// The poll policy of a provider's config. Sub-second schedules (tests,
@@ -1197,10 +1251,18 @@ fn policy(poll: &PollConfig) -> PollPolicy {
 
 async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
     use futures::StreamExt;
-    let mut dq: DelayQueue<String> = DelayQueue::new();
-    let mut jobs: HashMap<String, Tracked> = HashMap::new();
-    let mut by_id: HashMap<(String, String), String> = HashMap::new();
+    let names: Vec<String> = rt.providers.keys().cloned().collect();
+    let index = |name: &str| names.iter().position(|n| n == name).map(|i| i as u16);
+    let mut dq: DelayQueue<u32> = DelayQueue::new();
+    let mut jobs = Tracking::default();
     let mut rng = rand::rngs::SmallRng::from_entropy();
+    let poll_of = |provider: u16| {
+        names
+            .get(provider as usize)
+            .and_then(|n| rt.providers.get(n))
+            .map(|p| read(&p.limits).poll.clone())
+            .unwrap_or_default()
+    };
     loop {
         tokio::select! {
             _ = rt.cancel.cancelled() => return,
@@ -1208,23 +1270,33 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                 let Some(msg) = msg else { return };
                 match msg {
                     Sched::Track { key, provider, provider_job_id, state, elapsed } => {
-                        if jobs.contains_key(&key) {
+                        let Some(provider) = index(&provider) else { continue };
+                        if jobs.slot_of(&key).is_some() {
                             continue;
                         }
-                        let poll = rt.providers.get(&provider).map(|p| read(&p.limits).poll.clone()).unwrap_or_default();
-                        let first = PollPlan::first(&policy(&poll), &mut rng);
+                        let first = PollPlan::first(&policy(&poll_of(provider)), &mut rng);
                         crate::http::POLL_DELAY.observe(first);
-                        let k = dq.insert(key.clone(), first);
-                        by_id.insert((provider.clone(), provider_job_id.clone()), key.clone());
                         let since = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
-                        jobs.insert(key, Tracked { provider, provider_job_id, dq: Some(k), plan: PollPlan::new(), since, last_poll: None, live: None, state });
+                        let slot = jobs.insert(Tracked {
+                            key: key.into_boxed_str(),
+                            provider,
+                            provider_job_id: provider_job_id.into_boxed_str(),
+                            dq: None,
+                            plan: PollPlan::new(),
+                            since,
+                            last_poll: None,
+                            live: None,
+                            state,
+                        });
+                        if let Some(t) = jobs.get_mut(slot) {
+                            t.dq = Some(dq.insert(slot, first));
+                        }
                     }
                     Sched::Due { provider, provider_job_id, verified } => {
-                        let Some(key) = by_id.get(&(provider, provider_job_id)) else { continue };
-                        let Some(t) = jobs.get_mut(key) else { continue };
-                        let min_gap = rt.providers.get(&t.provider)
-                            .map(|p| read(&p.limits).poll.schedule.first().copied().unwrap_or_default())
-                            .unwrap_or_default();
+                        let Some(provider) = index(&provider) else { continue };
+                        let Some(&slot) = jobs.by_id.get(&(provider, provider_job_id.into_boxed_str())) else { continue };
+                        let min_gap = poll_of(provider).schedule.first().copied().unwrap_or_default();
+                        let Some(t) = jobs.get_mut(slot) else { continue };
                         let recent = t.last_poll.is_some_and(|l| l.elapsed() < min_gap);
                         if let Some(k) = &t.dq {
                             if verified || !recent {
@@ -1235,52 +1307,54 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                     Sched::Peek { keys, reply } => {
                         let out = match keys {
                             Some(keys) => keys.into_iter().filter_map(|k| {
-                                let live = jobs.get(&k)?.live.clone()?;
+                                let slot = jobs.slot_of(&k)?;
+                                let live = jobs.get_mut(slot)?.live.as_deref()?.clone();
                                 Some((k, live))
                             }).collect(),
-                            None => jobs.iter().filter_map(|(k, t)| Some((k.clone(), t.live.clone()?))).collect(),
+                            None => jobs.slots.iter().flatten().filter_map(|t| {
+                                Some((t.key.to_string(), t.live.as_deref()?.clone()))
+                            }).collect(),
                         };
                         let _ = reply.send(out);
                     }
                     Sched::Polled { key, done, progress, state, live } => {
+                        let Some(slot) = jobs.slot_of(&key) else { continue };
                         if done {
-                            if let Some(t) = jobs.remove(&key) {
-                                by_id.remove(&(t.provider, t.provider_job_id));
-                            }
+                            jobs.remove(slot);
                             continue;
                         }
-                        let Some(t) = jobs.get_mut(&key) else { continue };
+                        let Some(t) = jobs.get_mut(slot) else { continue };
                         // A report that was written to the store supersedes
                         // the one kept here.
                         if let Some(live) = live {
-                            t.live = live;
+                            t.live = live.map(Box::new);
                         }
                         if let Some(state) = state {
                             t.state = state;
                         }
-                        let poll = rt.providers.get(&t.provider).map(|p| read(&p.limits).poll.clone()).unwrap_or_default();
+                        let poll = poll_of(t.provider);
                         let d = t.plan.next(&policy(&poll), t.since.elapsed(), progress, &mut rng);
                         crate::http::POLL_DELAY.observe(d);
-                        t.dq = Some(dq.insert(key.clone(), d));
+                        t.dq = Some(dq.insert(slot, d));
                     }
                     Sched::Untrack { key } => {
-                        if let Some(t) = jobs.remove(&key) {
+                        if let Some(t) = jobs.slot_of(&key).and_then(|slot| jobs.remove(slot)) {
                             if let Some(k) = t.dq {
                                 dq.try_remove(&k);
                             }
-                            by_id.remove(&(t.provider, t.provider_job_id));
                         }
                     }
                 }
             }
             Some(expired) = dq.next(), if !dq.is_empty() => {
-                let key = expired.into_inner();
-                let Some(t) = jobs.get_mut(&key) else { continue };
+                let slot = expired.into_inner();
+                let Some(t) = jobs.get_mut(slot) else { continue };
                 t.dq = None;
                 t.last_poll = Some(Instant::now());
-                let rt2 = rt.clone();
-                let (provider, id) = (t.provider.clone(), t.provider_job_id.clone());
+                let Some(provider) = names.get(t.provider as usize).cloned() else { continue };
+                let (key, id) = (t.key.to_string(), t.provider_job_id.to_string());
                 let (state, elapsed) = (t.state, t.since.elapsed());
+                let rt2 = rt.clone();
                 rt.tracker.spawn(async move { rt2.poll(key, provider, id, state, elapsed).await });
             }
         }
