@@ -279,3 +279,61 @@ async fn invalid_batch_is_rejected_whole_with_file_and_line() {
     assert!(st.success());
     sim.shutdown().await;
 }
+
+/// Progress reports are kept in memory, not written per poll (see
+/// `LiveReport`): the API must still show them while the job runs, and the
+/// stored job must carry the final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_of_a_running_job_is_shown_while_it_runs() {
+    let sc = Scenario::from_toml_str(
+        "seed = 5\n[providers.viggle]\nduration = { fixed = \"5s\" }\nfailure_rate = 0.0\n",
+    )
+    .unwrap();
+    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), sc)
+        .await
+        .unwrap();
+    let env = write_config(&sim, 3);
+    let batch = common::batch_file(
+        env.dir.path(),
+        "one.toml",
+        &[(
+            "vg-progress".to_string(),
+            "viggle".to_string(),
+            common::params(ProviderKind::Viggle, 1),
+        )],
+    );
+    let mut daemon = common::Guard(Some(start_daemon(&env)));
+    let out = cli(&env.url, &["submit", batch.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/jobs/vg-progress", env.url);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let v: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        let state = v["state"].as_str().unwrap_or_default().to_string();
+        if state == "processing" {
+            if let Some(p) = v["progress"].as_u64() {
+                if seen.last() != Some(&p) {
+                    seen.push(p);
+                }
+            }
+        }
+        if state == "completed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "job did not complete: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        seen.len() >= 2 && seen.windows(2).all(|w| w[0] < w[1]) && seen[0] < 100,
+        "progress while processing should be shown and rise, saw {seen:?}"
+    );
+    assert_eq!(last["progress"], 100, "{last}");
+    assert!(sigterm(daemon.child()).success());
+}
