@@ -1263,6 +1263,9 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
             .map(|p| read(&p.limits).poll.clone())
             .unwrap_or_default()
     };
+    // Each provider's poll policy, rebuilt only when a reload changed its
+    // poll settings (building it per poll cost two allocations a poll).
+    let mut policies: Vec<Option<(PollConfig, PollPolicy)>> = vec![None; names.len()];
     loop {
         tokio::select! {
             _ = rt.cancel.cancelled() => return,
@@ -1332,8 +1335,19 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         if let Some(state) = state {
                             t.state = state;
                         }
-                        let poll = poll_of(t.provider);
-                        let d = t.plan.next(&policy(&poll), t.since.elapsed(), progress, &mut rng);
+                        let cached = policies.get_mut(t.provider as usize);
+                        let limits = names.get(t.provider as usize).and_then(|n| rt.providers.get(n));
+                        let (Some(cached), Some(p)) = (cached, limits) else { continue };
+                        let fresh = {
+                            let l = read(&p.limits);
+                            cached.as_ref().is_some_and(|(c, _)| *c == l.poll)
+                        };
+                        if !fresh {
+                            let poll = read(&p.limits).poll.clone();
+                            *cached = Some((poll.clone(), policy(&poll)));
+                        }
+                        let Some((_, pol)) = cached.as_ref() else { continue };
+                        let d = t.plan.next(pol, t.since.elapsed(), progress, &mut rng);
                         crate::http::POLL_DELAY.observe(d);
                         t.dq = Some(dq.insert(slot, d));
                     }

@@ -234,7 +234,11 @@ pub fn default_client(request_timeout: Duration) -> Result<reqwest::Client, Prov
     reqwest::Client::builder()
         .timeout(request_timeout)
         .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Longer than the common 60 s poll interval, so that connections
+        // survive from one round of polls to the next instead of being
+        // reopened each round (hyper retries a request whose pooled
+        // connection the server had closed before it was written).
+        .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ProviderError::Transient(format!("building HTTP client: {e}")))
