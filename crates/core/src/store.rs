@@ -449,7 +449,7 @@ impl SledStore {
         let mut n = 0;
         for mut job in jobs {
             let jk = job_key(&job.key);
-            if p.staged(&jk).is_some() || self.tree.contains_key(&jk)? {
+            if self.known(&p, &jk)? {
                 continue;
             }
             job.seq = self.db.generate_id()?;
@@ -482,6 +482,21 @@ impl SledStore {
             Some(v) => Ok(v),
             None => Ok(self.tree.get(key)?),
         }
+    }
+
+    /// [`Self::read`] for readers: the staging lock is held only to look at
+    /// the overlay, not while sled reads.
+    fn read_unlocked(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        let staged = lock(&self.pending).staged(key);
+        match staged {
+            Some(v) => Ok(v),
+            None => Ok(self.tree.get(key)?),
+        }
+    }
+
+    /// Whether a job with this key exists (staged or in sled).
+    fn known(&self, p: &Pending, jk: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.read(p, jk)?.is_some())
     }
 
     /// Puts every staged write into sled (not yet flushed), so scans see
@@ -574,10 +589,7 @@ impl Store for SledStore {
         let mut p = lock(&self.pending);
         for spec in specs {
             let jk = job_key(&spec.key);
-            if !seen.insert(spec.key.clone())
-                || p.staged(&jk).is_some_and(|v| v.is_some())
-                || self.tree.contains_key(&jk)?
-            {
+            if !seen.insert(spec.key.clone()) || self.known(&p, &jk)? {
                 report.already_known.push(spec.key);
                 continue;
             }
@@ -604,22 +616,14 @@ impl Store for SledStore {
 
     fn get(&self, key: &str) -> Result<Option<Job>, StoreError> {
         let jk = job_key(key);
-        let staged = lock(&self.pending).staged(&jk);
-        let raw = match staged {
-            Some(v) => v,
-            None => self.tree.get(&jk)?,
-        };
-        raw.map(|v| decode_job(&jk, &v)).transpose()
+        self.read_unlocked(&jk)?
+            .map(|v| decode_job(&jk, &v))
+            .transpose()
     }
 
     fn history(&self, key: &str) -> Result<Vec<Transition>, StoreError> {
         let jk = job_key(key);
-        let staged = lock(&self.pending).staged(&jk);
-        let raw = match staged {
-            Some(v) => v,
-            None => self.tree.get(&jk)?,
-        };
-        Ok(match raw {
+        Ok(match self.read_unlocked(&jk)? {
             Some(v) => decode_record(&jk, &v)?.history,
             None => Vec::new(),
         })
