@@ -185,10 +185,16 @@ async fn list_jobs(
         state,
         provider: q.provider,
     })?;
-    let live = if jobs.iter().any(|j| j.state.is_live()) {
-        rt.live_reports(None).await
-    } else {
+    // Only the listed live jobs' reports, not every tracked job's.
+    let live_keys: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.state.is_live())
+        .map(|j| j.key.clone())
+        .collect();
+    let live = if live_keys.is_empty() {
         Default::default()
+    } else {
+        rt.live_reports(live_keys).await
     };
     for j in &mut jobs {
         show_hold(&rt, j);
@@ -209,7 +215,7 @@ async fn get_job(
         .ok_or_else(|| ApiError::not_found(&key))?;
     show_hold(&rt, &mut job);
     if job.state.is_live() {
-        if let Some(r) = rt.live_reports(Some(vec![key.clone()])).await.get(&key) {
+        if let Some(r) = rt.live_reports(vec![key.clone()]).await.get(&key) {
             r.apply_to(&mut job);
         }
     }

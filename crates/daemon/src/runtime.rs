@@ -289,9 +289,9 @@ enum Sched {
         /// `Some(None)`: the store has the latest; `None`: nothing learned.
         live: Option<Option<LiveReport>>,
     },
-    /// The live reports of tracked jobs (`keys`, or all when `None`).
+    /// The live reports of these tracked jobs.
     Peek {
-        keys: Option<Vec<String>>,
+        keys: Vec<String>,
         reply: tokio::sync::oneshot::Sender<HashMap<String, LiveReport>>,
     },
     Untrack {
@@ -534,8 +534,8 @@ impl Runtime {
     }
 
     /// Progress reports kept with the poll schedule (see [`LiveReport`]),
-    /// for `keys` or for every tracked job.
-    pub async fn live_reports(&self, keys: Option<Vec<String>>) -> HashMap<String, LiveReport> {
+    /// for the jobs with these keys.
+    pub async fn live_reports(&self, keys: Vec<String>) -> HashMap<String, LiveReport> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.sched.send(Sched::Peek { keys, reply }).is_err() {
             return HashMap::new();
@@ -1172,8 +1172,8 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> Dispatched {
 }
 
 /// A live job as the scheduler keeps it. One per live job, so kept small:
-/// the provider is an index, strings are boxed, the job's key and provider
-/// id are stored once here and the maps point at the entry by number.
+/// the provider is an index, strings are boxed, and the delay queue points
+/// at the entry by number.
 struct Tracked {
     key: Box<str>,
     provider: u16,
@@ -1249,23 +1249,48 @@ fn policy(poll: &PollConfig) -> PollPolicy {
     p
 }
 
+/// Each provider's poll policy by provider index, rebuilt only when a
+/// reload changed its poll settings (building it per poll cost two
+/// allocations a poll).
+struct Policies {
+    names: Vec<String>,
+    cached: Vec<Option<(PollConfig, PollPolicy)>>,
+}
+
+impl Policies {
+    fn new(rt: &Runtime) -> Self {
+        let names: Vec<String> = rt.providers.keys().cloned().collect();
+        Policies {
+            cached: vec![None; names.len()],
+            names,
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<u16> {
+        self.names.iter().position(|n| n == name).map(|i| i as u16)
+    }
+
+    fn name(&self, provider: u16) -> Option<&str> {
+        self.names.get(provider as usize).map(String::as_str)
+    }
+
+    fn get(&mut self, rt: &Runtime, provider: u16) -> Option<&PollPolicy> {
+        let p = rt.providers.get(self.name(provider)?)?;
+        let slot = self.cached.get_mut(provider as usize)?;
+        let limits = read(&p.limits);
+        if slot.as_ref().is_none_or(|(c, _)| *c != limits.poll) {
+            *slot = Some((limits.poll.clone(), policy(&limits.poll)));
+        }
+        slot.as_ref().map(|(_, pol)| pol)
+    }
+}
+
 async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
     use futures::StreamExt;
-    let names: Vec<String> = rt.providers.keys().cloned().collect();
-    let index = |name: &str| names.iter().position(|n| n == name).map(|i| i as u16);
+    let mut policies = Policies::new(&rt);
     let mut dq: DelayQueue<u32> = DelayQueue::new();
     let mut jobs = Tracking::default();
     let mut rng = rand::rngs::SmallRng::from_entropy();
-    let poll_of = |provider: u16| {
-        names
-            .get(provider as usize)
-            .and_then(|n| rt.providers.get(n))
-            .map(|p| read(&p.limits).poll.clone())
-            .unwrap_or_default()
-    };
-    // Each provider's poll policy, rebuilt only when a reload changed its
-    // poll settings (building it per poll cost two allocations a poll).
-    let mut policies: Vec<Option<(PollConfig, PollPolicy)>> = vec![None; names.len()];
     loop {
         tokio::select! {
             _ = rt.cancel.cancelled() => return,
@@ -1273,11 +1298,12 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                 let Some(msg) = msg else { return };
                 match msg {
                     Sched::Track { key, provider, provider_job_id, state, elapsed } => {
-                        let Some(provider) = index(&provider) else { continue };
+                        let Some(provider) = policies.index(&provider) else { continue };
                         if jobs.slot_of(&key).is_some() {
                             continue;
                         }
-                        let first = PollPlan::first(&policy(&poll_of(provider)), &mut rng);
+                        let Some(pol) = policies.get(&rt, provider) else { continue };
+                        let first = PollPlan::first(pol, &mut rng);
                         crate::http::POLL_DELAY.observe(first);
                         let since = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
                         let slot = jobs.insert(Tracked {
@@ -1296,9 +1322,9 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         }
                     }
                     Sched::Due { provider, provider_job_id, verified } => {
-                        let Some(provider) = index(&provider) else { continue };
+                        let Some(provider) = policies.index(&provider) else { continue };
                         let Some(&slot) = jobs.by_id.get(&(provider, provider_job_id.into_boxed_str())) else { continue };
-                        let min_gap = poll_of(provider).schedule.first().copied().unwrap_or_default();
+                        let min_gap = policies.get(&rt, provider).and_then(|p| p.schedule.first().copied()).unwrap_or_default();
                         let Some(t) = jobs.get_mut(slot) else { continue };
                         let recent = t.last_poll.is_some_and(|l| l.elapsed() < min_gap);
                         if let Some(k) = &t.dq {
@@ -1308,16 +1334,11 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         }
                     }
                     Sched::Peek { keys, reply } => {
-                        let out = match keys {
-                            Some(keys) => keys.into_iter().filter_map(|k| {
-                                let slot = jobs.slot_of(&k)?;
-                                let live = jobs.get_mut(slot)?.live.as_deref()?.clone();
-                                Some((k, live))
-                            }).collect(),
-                            None => jobs.slots.iter().flatten().filter_map(|t| {
-                                Some((t.key.to_string(), t.live.as_deref()?.clone()))
-                            }).collect(),
-                        };
+                        let out = keys.into_iter().filter_map(|k| {
+                            let slot = jobs.slot_of(&k)?;
+                            let live = jobs.get_mut(slot)?.live.as_deref()?.clone();
+                            Some((k, live))
+                        }).collect();
                         let _ = reply.send(out);
                     }
                     Sched::Polled { key, done, progress, state, live } => {
@@ -1335,18 +1356,7 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         if let Some(state) = state {
                             t.state = state;
                         }
-                        let cached = policies.get_mut(t.provider as usize);
-                        let limits = names.get(t.provider as usize).and_then(|n| rt.providers.get(n));
-                        let (Some(cached), Some(p)) = (cached, limits) else { continue };
-                        let fresh = {
-                            let l = read(&p.limits);
-                            cached.as_ref().is_some_and(|(c, _)| *c == l.poll)
-                        };
-                        if !fresh {
-                            let poll = read(&p.limits).poll.clone();
-                            *cached = Some((poll.clone(), policy(&poll)));
-                        }
-                        let Some((_, pol)) = cached.as_ref() else { continue };
+                        let Some(pol) = policies.get(&rt, t.provider) else { continue };
                         let d = t.plan.next(pol, t.since.elapsed(), progress, &mut rng);
                         crate::http::POLL_DELAY.observe(d);
                         t.dq = Some(dq.insert(slot, d));
@@ -1365,7 +1375,7 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                 let Some(t) = jobs.get_mut(slot) else { continue };
                 t.dq = None;
                 t.last_poll = Some(Instant::now());
-                let Some(provider) = names.get(t.provider as usize).cloned() else { continue };
+                let Some(provider) = policies.name(t.provider).map(str::to_string) else { continue };
                 let (key, id) = (t.key.to_string(), t.provider_job_id.to_string());
                 let (state, elapsed) = (t.state, t.since.elapsed());
                 let rt2 = rt.clone();
