@@ -212,18 +212,10 @@ fn main() -> ExitCode {
     builder.enable_all();
     // The daemon's thread count is configured, so its config is read
     // before the runtime exists.
-    let mut preloaded = None;
-    if let Cmd::Daemon = cli.cmd {
-        match load_config(cli.config.as_deref()) {
-            Ok(loaded) => {
-                builder.worker_threads(loaded.0.daemon.worker_threads);
-                preloaded = Some(loaded);
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(2);
-            }
-        }
+    // A bad config is reported by `run` like any other error.
+    let preloaded = matches!(cli.cmd, Cmd::Daemon).then(|| load_config(cli.config.as_deref()));
+    if let Some(Ok((cfg, _))) = &preloaded {
+        builder.worker_threads(cfg.daemon.worker_threads);
     }
     let rt = match builder.build() {
         Ok(rt) => rt,
@@ -317,7 +309,9 @@ fn daemon_url(cli: &Cli) -> String {
     format!("http://{listen}")
 }
 
-async fn run(cli: Cli, preloaded: Option<(config::Config, Option<PathBuf>)>) -> anyhow::Result<()> {
+type Loaded = (config::Config, Option<PathBuf>);
+
+async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Result<()> {
     if let Cmd::Completions { shell } = cli.cmd {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         let mut script = Vec::new();
@@ -338,7 +332,7 @@ async fn run(cli: Cli, preloaded: Option<(config::Config, Option<PathBuf>)>) -> 
         Cmd::Demo { batch, timeout } => demo::run(batch, timeout).await,
         Cmd::Daemon => {
             let (cfg, path) = match preloaded {
-                Some(loaded) => loaded,
+                Some(loaded) => loaded?,
                 None => load_config(cli.config.as_deref())?,
             };
             serve::run(cfg, path).await
