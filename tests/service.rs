@@ -1036,7 +1036,10 @@ async fn a_download_cut_short_is_resumed_and_recorded() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let j = loop {
         let j = job(&url, "render-1").await;
-        if let Some(j) = j.filter(|j| j.output_files.len() == 2) {
+        // The manifest line follows the durable record of the files.
+        let listed = std::fs::read_to_string(out_dir.join("manifest.jsonl"))
+            .is_ok_and(|m| m.contains("\"render-1\""));
+        if let Some(j) = j.filter(|j| j.output_files.len() == 2 && listed) {
             break j;
         }
         assert!(

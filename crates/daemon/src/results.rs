@@ -73,7 +73,14 @@ impl Downloader {
             JobState::Completed,
             Change::to(JobState::Completed, "").edit(&edit),
         ) {
-            Ok(j) => self.append_manifest(&j).await,
+            Ok(j) => {
+                // Durable before the manifest names the files: a restart
+                // must not forget what the manifest says was downloaded.
+                if let Err(e) = store.sync().await {
+                    tracing::warn!(key = %job.key, "recording downloads: {e}");
+                }
+                self.append_manifest(&j).await
+            }
             Err(e) => tracing::warn!(key = %job.key, "recording downloads: {e}"),
         }
     }
