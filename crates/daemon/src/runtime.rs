@@ -1285,12 +1285,39 @@ impl Policies {
     }
 }
 
+/// When a poll `d` from `now` goes out: at the next tick of a grid that
+/// starts at `epoch`, so polls that come due close together go out together.
+///
+/// Why: with 10,000 jobs on a 60 s cycle, polls due a millisecond apart each
+/// woke the runtime's thread (a timer, then the answer); the thread's
+/// sleeps and wake-ups cost as much as the requests. Sent together, one
+/// wake-up serves a tick's polls and their answers arrive together. The
+/// tick is at most 1/64 of the delay (a 60 s poll moves later by at most
+/// 250 ms, within its ±10 % jitter); sub-second delays are not moved.
+fn coalesced(epoch: Instant, now: Instant, d: Duration) -> Instant {
+    const TICKS_MS: [u64; 3] = [250, 50, 10];
+    let due = now + d;
+    let Some(tick) = TICKS_MS
+        .iter()
+        .map(|ms| Duration::from_millis(*ms))
+        .find(|t| d >= *t * 64)
+    else {
+        return due;
+    };
+    let since = due.saturating_duration_since(epoch).as_nanos();
+    let tick = tick.as_nanos();
+    let late = (tick - since % tick) % tick;
+    // Less than one tick (at most 250 ms), so it fits in a u64.
+    due + Duration::from_nanos(late as u64)
+}
+
 async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
     use futures::StreamExt;
     let mut policies = Policies::new(&rt);
     let mut dq: DelayQueue<u32> = DelayQueue::new();
     let mut jobs = Tracking::default();
     let mut rng = rand::rngs::SmallRng::from_entropy();
+    let epoch = Instant::now();
     loop {
         tokio::select! {
             _ = rt.cancel.cancelled() => return,
@@ -1318,7 +1345,7 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                             state,
                         });
                         if let Some(t) = jobs.get_mut(slot) {
-                            t.dq = Some(dq.insert(slot, first));
+                            t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), first)));
                         }
                     }
                     Sched::Due { provider, provider_job_id, verified } => {
@@ -1359,7 +1386,7 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         let Some(pol) = policies.get(&rt, t.provider) else { continue };
                         let d = t.plan.next(pol, t.since.elapsed(), progress, &mut rng);
                         crate::http::POLL_DELAY.observe(d);
-                        t.dq = Some(dq.insert(slot, d));
+                        t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), d)));
                     }
                     Sched::Untrack { key } => {
                         if let Some(t) = jobs.slot_of(&key).and_then(|slot| jobs.remove(slot)) {
@@ -1437,5 +1464,40 @@ impl From<StoreError> for ApiError {
                 message: other.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_due_close_together_go_out_together_and_never_early() {
+        let epoch = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut outs = Vec::new();
+        // 100 polls of a minute, asked for 1 ms apart.
+        for i in 0..100u64 {
+            let now = epoch + Duration::from_millis(i);
+            let at = coalesced(epoch, now, minute);
+            assert!(at >= now + minute, "never earlier than asked");
+            assert!(
+                at < now + minute + Duration::from_millis(250),
+                "at most one tick later"
+            );
+            outs.push(at);
+        }
+        outs.dedup();
+        assert!(
+            outs.len() <= 2,
+            "100 polls over 100 ms fall in at most two ticks: {}",
+            outs.len()
+        );
+        // A second is moved by less than a 50 ms tick; sub-second delays not at all.
+        let now = epoch + Duration::from_millis(7);
+        let at = coalesced(epoch, now, Duration::from_secs(1));
+        assert!(at >= now + Duration::from_secs(1) && at < now + Duration::from_millis(1010));
+        let short = Duration::from_millis(300);
+        assert_eq!(coalesced(epoch, now, short), now + short);
     }
 }

@@ -279,7 +279,13 @@ impl Transport {
             .await
             .map_err(|e| transport_error(&call.method, &e))?;
         let status = response.status();
-        let response_headers = response.headers().clone();
+        // Only an error answer needs its headers (Retry-After), after the
+        // body is read: cloned then, not for every answer.
+        let response_headers = if status.is_success() {
+            HeaderMap::new()
+        } else {
+            response.headers().clone()
+        };
         let body = response.bytes().await.map_err(|e| {
             ProviderError::Transient(format!(
                 "{} {}: reading the response body failed: {}",
