@@ -164,10 +164,31 @@ impl PollPolicy {
 }
 
 /// One status answer: seconds since submission, reported percent.
+///
+/// Stored as `f32` (a plan is kept per live job; 100,000 of them): a day
+/// into a job that is still within 8 ms, and a percent is exact. The
+/// arithmetic is done in `f64`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Obs {
-    t: f64,
-    p: f64,
+    t: f32,
+    p: f32,
+}
+
+impl Obs {
+    fn new(t: f64, p: f64) -> Self {
+        Obs {
+            t: t as f32,
+            p: p as f32,
+        }
+    }
+
+    fn t(self) -> f64 {
+        f64::from(self.t)
+    }
+
+    fn p(self) -> f64 {
+        f64::from(self.p)
+    }
 }
 
 /// Why [`PollPlan::next`] chose its delay (for logs, tests and benchmarks).
@@ -195,13 +216,13 @@ pub struct PollPlan {
     /// A prediction failed and no new one stands yet.
     lost: bool,
     /// When progress last read 0 before the first rise.
-    zero: Option<f64>,
+    zero: Option<f32>,
     /// A lower bound on the rate (percent per second), from that zero.
-    min_rate: f64,
+    min_rate: f32,
     /// Refines in a row halving the way to an end that did not move.
     halvings: u32,
     mode: Option<PollMode>,
-    predicted: Option<(f64, f64)>,
+    predicted: Option<(f32, f32)>,
 }
 
 impl PollPlan {
@@ -228,8 +249,12 @@ impl PollPlan {
     /// earliest and latest) when the last delay was chosen; the plan aims
     /// at the latest.
     pub fn predicted_finish(&self) -> Option<(Duration, Duration)> {
-        self.predicted
-            .map(|(e, l)| (Duration::from_secs_f64(e), Duration::from_secs_f64(l)))
+        self.predicted.map(|(e, l)| {
+            (
+                Duration::from_secs_f64(f64::from(e)),
+                Duration::from_secs_f64(f64::from(l)),
+            )
+        })
     }
 
     /// Called after each poll of a still-live job with the time since the
@@ -252,13 +277,13 @@ impl PollPlan {
             // not moving as the readings since the anchor say (it slowed
             // down, or they lag). Start over from the reading before this
             // one, so the estimate follows the recent pace.
-            if self.predicted.is_some_and(|(_, l)| l < now) {
+            if self.predicted.is_some_and(|(_, l)| f64::from(l) < now) {
                 self.lost = true;
-                if let Some(b) = before.filter(|b| b.p > 0.0 && b.t < now && p >= b.p) {
+                if let Some(b) = before.filter(|b| b.p() > 0.0 && b.t() < now && p >= b.p()) {
                     self.anchor = Some(b);
                     self.seen.clear();
-                    if p > b.p {
-                        self.seen.push(Obs { t: now, p });
+                    if p > b.p() {
+                        self.seen.push(Obs::new(now, p));
                     }
                     self.zero = None;
                     self.min_rate = 0.0;
@@ -277,14 +302,14 @@ impl PollPlan {
                 let same_end = self.mode == Some(PollMode::Refine)
                     && self
                         .predicted
-                        .is_some_and(|(_, l)| (l - late).abs() <= precision);
+                        .is_some_and(|(_, l)| (f64::from(l) - late).abs() <= precision);
                 self.halvings = if same_end && early <= now {
                     self.halvings + 1
                 } else {
                     0
                 };
                 self.overdue = 0;
-                self.predicted = Some((early, late));
+                self.predicted = Some((early as f32, late as f32));
                 let narrow = late - early <= precision;
                 let close = late - now <= (CLOSE * late).max(precision);
                 if (narrow && close) || self.halvings >= HALVINGS {
@@ -319,7 +344,7 @@ impl PollPlan {
     }
 
     fn observe(&mut self, t: f64, p: f64) {
-        let prev = self.last.replace(Obs { t, p }).map(|o| o.p);
+        let prev = self.last.replace(Obs::new(t, p)).map(|o| o.p());
         if prev.is_some_and(|l| p < l - 1.0) {
             // Progress went back (a retry, a new attempt): start over.
             self.anchor = None;
@@ -329,20 +354,20 @@ impl PollPlan {
         }
         match self.anchor {
             // Zero says the work has not started, not how fast it goes.
-            None if p <= 0.0 => self.zero = Some(t),
+            None if p <= 0.0 => self.zero = Some(t as f32),
             None => {
-                self.anchor = Some(Obs { t, p });
+                self.anchor = Some(Obs::new(t, p));
                 // Below 0.5 then, at least p - 0.5 now: whatever lags
                 // later, the job moved at least this fast. Only from a zero
                 // actually read, so the bound does not depend on where
                 // `elapsed` starts counting.
-                if let Some(z) = self.zero.filter(|z| t > *z) {
-                    self.min_rate = (p - 1.0) / (t - z);
+                if let Some(z) = self.zero.map(f64::from).filter(|z| t > *z) {
+                    self.min_rate = ((p - 1.0) / (t - z)) as f32;
                 }
             }
             // Still at the anchor's value before any rise: the later
             // observation is just as true, and closer to the rise.
-            Some(a) if self.seen.is_empty() && p <= a.p => self.anchor = Some(Obs { t, p: a.p }),
+            Some(a) if self.seen.is_empty() && p <= a.p() => self.anchor = Some(Obs::new(t, a.p())),
             // The same value again: for a job moving steadily the first
             // sighting says as much, and a stall must not look like a
             // finish always a step away (a "99 until done" cap).
@@ -351,7 +376,7 @@ impl PollPlan {
                 if self.seen.len() == KEEP {
                     self.seen.remove(0);
                 }
-                self.seen.push(Obs { t, p });
+                self.seen.push(Obs::new(t, p));
             }
         }
     }
@@ -360,7 +385,7 @@ impl PollPlan {
         let Some(a) = self.anchor else {
             return Estimate::Unknown;
         };
-        if self.last.is_some_and(|l| l.p >= 100.0) {
+        if self.last.is_some_and(|l| l.p() >= 100.0) {
             // Done by its own account but not by its status: finishing now.
             return Estimate::Passed;
         }
@@ -368,19 +393,22 @@ impl PollPlan {
         let mut windows = Vec::with_capacity(self.seen.len());
         let mut any = false;
         for c in &self.seen {
-            let (dt, dp) = (c.t - a.t, c.p - a.p);
+            let (dt, dp) = (c.t() - a.t(), c.p() - a.p());
             if dt <= 0.0 || dp < 2.0 {
                 continue;
             }
             any = true;
-            let (r_low, r_up) = (((dp - 1.0) / dt).max(self.min_rate), (dp + 1.0) / dt);
-            let hi = if c.p >= 99.0 { 100.0 } else { c.p + 0.5 };
-            let late_c = c.t + (100.5 - c.p) / r_low;
-            let early_c = c.t + (100.0 - hi) / r_up;
+            let (r_low, r_up) = (
+                ((dp - 1.0) / dt).max(f64::from(self.min_rate)),
+                (dp + 1.0) / dt,
+            );
+            let hi = if c.p() >= 99.0 { 100.0 } else { c.p() + 0.5 };
+            let late_c = c.t() + (100.5 - c.p()) / r_low;
+            let early_c = c.t() + (100.0 - hi) / r_up;
             // A live job past a bound disproves it.
             if late_c > now {
                 late = late.min(late_c);
-                if r_up >= self.min_rate {
+                if r_up >= f64::from(self.min_rate) {
                     windows.push(early_c);
                 }
             }
