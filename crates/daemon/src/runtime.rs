@@ -7,8 +7,10 @@
 
 use crate::config::{Budget, Config, PollConfig, ProviderConfig, RateLimit};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hashbrown::HashTable;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -125,7 +127,20 @@ pub struct ProviderRt {
     /// job waits behind the head (priority, then FIFO), so this one value is
     /// what `held_by` shows for all of them: derived, never stored.
     hold: Mutex<Option<HeldBy>>,
+    /// Status requests in flight at once (see [`POLLS_IN_FLIGHT`]).
+    polls: tokio::sync::Semaphore,
 }
+
+/// At most this many status requests to one provider at once; more wait
+/// their turn (before the rate limiter, so a waiting poll holds no
+/// connection).
+///
+/// Why: polls due within one tick go out together. With 100,000 jobs on a
+/// 60 s cycle that was 2,000 requests at once, each on its own keep-alive
+/// connection with its buffers (resident memory +38 MB after the first
+/// round of polls). 128 at once still serves 7,680 polls a minute to a
+/// provider that takes a second to answer.
+const POLLS_IN_FLIGHT: usize = 128;
 
 type AtomcU32 = std::sync::atomic::AtomicU32;
 
@@ -312,8 +327,8 @@ enum Sched {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveReport {
     pub progress: Option<u8>,
-    pub stage: Option<Box<str>>,
-    pub provider_status: Box<str>,
+    pub stage: Option<Arc<str>>,
+    pub provider_status: Arc<str>,
 }
 
 impl LiveReport {
@@ -387,6 +402,7 @@ impl Runtime {
                     wake: Notify::new(),
                     counters: Counters::default(),
                     hold: Mutex::new(None),
+                    polls: tokio::sync::Semaphore::new(POLLS_IN_FLIGHT),
                 }),
             );
         }
@@ -844,11 +860,17 @@ impl Runtime {
             let _ = self.sched.send(polled(None, true, None, None));
             return;
         }
+        let turn = tokio::select! {
+            turn = p.polls.acquire() => turn,
+            _ = self.cancel.cancelled() => return,
+        };
         if !p.permit(&self.cancel).await {
             return;
         }
         p.counters.polls.fetch_add(1, Ordering::Relaxed);
-        match p.adapter.status(&id).await {
+        let answer = p.adapter.status(&id).await;
+        drop(turn);
+        match answer {
             Ok(st) => {
                 p.ok_answer();
                 let progress = st.progress;
@@ -863,8 +885,8 @@ impl Runtime {
                 {
                     let live = LiveReport {
                         progress: st.progress,
-                        stage: st.stage.map(String::into_boxed_str),
-                        provider_status: st.raw_status.into_boxed_str(),
+                        stage: st.stage.map(Arc::from),
+                        provider_status: Arc::from(st.raw_status),
                     };
                     let _ = self
                         .sched
@@ -1171,40 +1193,108 @@ async fn dispatch_once(rt: &Arc<Runtime>, p: &Arc<ProviderRt>) -> Dispatched {
     Dispatched::Some
 }
 
-/// A live job as the scheduler keeps it. One per live job, so kept small:
-/// the provider is an index, strings are boxed, and the delay queue points
-/// at the entry by number.
+/// A live job as the scheduler keeps it. One per live job (100,000 of them
+/// is a use this is measured for), so kept small: the key and the
+/// provider's id share one allocation, the provider is an index, times are
+/// milliseconds from the scheduler's start, the live report's words are
+/// numbers into [`Words`], and the delay queue points at the entry by slot.
 struct Tracked {
-    key: Box<str>,
-    provider: u16,
-    provider_job_id: Box<str>,
+    /// The job key followed by the provider's id; `split` is where the id
+    /// starts.
+    names: Box<str>,
+    split: u32,
     dq: Option<delay_queue::Key>,
     plan: PollPlan,
-    /// When the provider acknowledged the job (before a restart, too).
-    since: Instant,
-    last_poll: Option<Instant>,
-    live: Option<Box<LiveReport>>,
+    /// When the provider acknowledged the job (before a restart, too, so
+    /// it may be negative).
+    since_ms: i64,
+    /// When the last poll went out; `i64::MIN`: not yet.
+    last_poll_ms: i64,
+    live: Option<Live>,
+    provider: u16,
     /// The state the store last reported, so that a poll needs no store
     /// read (a stale one is caught by the compare-and-swap on write).
     state: JobState,
 }
 
-/// The scheduler's jobs: a slab of entries, found by key or by provider id.
+impl Tracked {
+    fn new(key: &str, provider: u16, id: &str, state: JobState, since_ms: i64) -> Self {
+        Tracked {
+            names: format!("{key}{id}").into_boxed_str(),
+            // Fewer than 4 GiB of key.
+            split: key.len() as u32,
+            dq: None,
+            plan: PollPlan::new(),
+            since_ms,
+            last_poll_ms: i64::MIN,
+            live: None,
+            provider,
+            state,
+        }
+    }
+
+    fn key(&self) -> &str {
+        self.names.get(..self.split as usize).unwrap_or_default()
+    }
+
+    fn id(&self) -> &str {
+        self.names.get(self.split as usize..).unwrap_or_default()
+    }
+}
+
+/// Milliseconds between the scheduler's start and `at` (negative before).
+fn ms_from(epoch: Instant, at: Instant) -> i64 {
+    if at >= epoch {
+        i64::try_from((at - epoch).as_millis()).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from((epoch - at).as_millis()).map_or(i64::MIN + 1, |ms| -ms)
+    }
+}
+
+/// Time since `since_ms` (a [`ms_from`] stamp).
+fn elapsed_since(epoch: Instant, since_ms: i64) -> Duration {
+    let ms = ms_from(epoch, Instant::now()).saturating_sub(since_ms);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// A [`LiveReport`] as kept per job: its words by number.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    progress: Option<u8>,
+    stage: Option<u16>,
+    status: u16,
+}
+
+/// The scheduler's jobs: a slab of entries, found by key or by provider id
+/// through tables that hold only slot numbers and hash the strings stored
+/// in the entry.
 ///
-/// Why a slab: with 100,000 live jobs, maps keyed and valued by strings
-/// (key thrice, provider and provider id twice each) were most of the
-/// daemon's memory per job.
+/// Why: with 100,000 live jobs, maps keyed by their own copies of the key
+/// and the provider id were ~120 B per job on top of the entries.
 #[derive(Default)]
 struct Tracking {
     slots: Vec<Option<Tracked>>,
     free: Vec<u32>,
-    by_key: HashMap<Box<str>, u32>,
-    by_id: HashMap<(u16, Box<str>), u32>,
+    by_key: HashTable<u32>,
+    by_id: HashTable<u32>,
+    hasher: std::hash::RandomState,
 }
 
 impl Tracking {
+    fn key_hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn id_hash(&self, provider: u16, id: &str) -> u64 {
+        self.hasher.hash_one((provider, id))
+    }
+
+    fn entry(slots: &[Option<Tracked>], slot: u32) -> Option<&Tracked> {
+        slots.get(slot as usize)?.as_ref()
+    }
+
     fn insert(&mut self, t: Tracked) -> u32 {
-        let (key, id) = (t.key.clone(), (t.provider, t.provider_job_id.clone()));
+        let (kh, ih) = (self.key_hash(t.key()), self.id_hash(t.provider, t.id()));
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(t);
@@ -1216,8 +1306,19 @@ impl Tracking {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_key.insert(key, slot);
-        self.by_id.insert(id, slot);
+        let Tracking {
+            slots,
+            by_key,
+            by_id,
+            hasher,
+            ..
+        } = self;
+        by_key.insert_unique(kh, slot, |s| {
+            Self::entry(slots, *s).map_or(0, |t| hasher.hash_one(t.key()))
+        });
+        by_id.insert_unique(ih, slot, |s| {
+            Self::entry(slots, *s).map_or(0, |t| hasher.hash_one((t.provider, t.id())))
+        });
         slot
     }
 
@@ -1226,15 +1327,83 @@ impl Tracking {
     }
 
     fn slot_of(&self, key: &str) -> Option<u32> {
-        self.by_key.get(key).copied()
+        let slots = &self.slots;
+        self.by_key
+            .find(self.key_hash(key), |s| {
+                Self::entry(slots, *s).is_some_and(|t| t.key() == key)
+            })
+            .copied()
+    }
+
+    fn slot_of_id(&self, provider: u16, id: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_id
+            .find(self.id_hash(provider, id), |s| {
+                Self::entry(slots, *s).is_some_and(|t| t.provider == provider && t.id() == id)
+            })
+            .copied()
     }
 
     fn remove(&mut self, slot: u32) -> Option<Tracked> {
         let t = self.slots.get_mut(slot as usize)?.take()?;
-        self.by_key.remove(&t.key);
-        self.by_id.remove(&(t.provider, t.provider_job_id.clone()));
+        let (kh, ih) = (self.key_hash(t.key()), self.id_hash(t.provider, t.id()));
+        if let Ok(e) = self.by_key.find_entry(kh, |s| *s == slot) {
+            e.remove();
+        }
+        if let Ok(e) = self.by_id.find_entry(ih, |s| *s == slot) {
+            e.remove();
+        }
         self.free.push(slot);
         Some(t)
+    }
+}
+
+/// The words of live reports (a provider's status and stage names), each
+/// kept once and referred to by number: 100,000 jobs in `processing` need
+/// one copy of the word.
+#[derive(Default)]
+struct Words {
+    words: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u16>,
+}
+
+impl Words {
+    /// The number of `w`; `None` once 65,536 different words were seen (a
+    /// provider that sends free text): such a report is then not kept, and
+    /// the job shows what the store last recorded.
+    fn number(&mut self, w: &str) -> Option<u16> {
+        if let Some(n) = self.index.get(w) {
+            return Some(*n);
+        }
+        let n = u16::try_from(self.words.len()).ok()?;
+        let w: Arc<str> = Arc::from(w);
+        self.words.push(w.clone());
+        self.index.insert(w, n);
+        Some(n)
+    }
+
+    fn compact(&mut self, r: &LiveReport) -> Option<Live> {
+        let stage = match &r.stage {
+            Some(s) => Some(self.number(s)?),
+            None => None,
+        };
+        Some(Live {
+            progress: r.progress,
+            stage,
+            status: self.number(&r.provider_status)?,
+        })
+    }
+
+    fn report(&self, l: Live) -> Option<LiveReport> {
+        let word = |n: u16| self.words.get(n as usize).cloned();
+        Some(LiveReport {
+            progress: l.progress,
+            stage: match l.stage {
+                Some(n) => Some(word(n)?),
+                None => None,
+            },
+            provider_status: word(l.status)?,
+        })
     }
 }
 
@@ -1316,6 +1485,7 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
     let mut policies = Policies::new(&rt);
     let mut dq: DelayQueue<u32> = DelayQueue::new();
     let mut jobs = Tracking::default();
+    let mut words = Words::default();
     let mut rng = rand::rngs::SmallRng::from_entropy();
     let epoch = Instant::now();
     loop {
@@ -1332,28 +1502,20 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         let Some(pol) = policies.get(&rt, provider) else { continue };
                         let first = PollPlan::first(pol, &mut rng);
                         crate::http::POLL_DELAY.observe(first);
-                        let since = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
-                        let slot = jobs.insert(Tracked {
-                            key: key.into_boxed_str(),
-                            provider,
-                            provider_job_id: provider_job_id.into_boxed_str(),
-                            dq: None,
-                            plan: PollPlan::new(),
-                            since,
-                            last_poll: None,
-                            live: None,
-                            state,
-                        });
+                        let since_ms = ms_from(epoch, Instant::now())
+                            .saturating_sub(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+                        let slot = jobs.insert(Tracked::new(&key, provider, &provider_job_id, state, since_ms));
                         if let Some(t) = jobs.get_mut(slot) {
                             t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), first)));
                         }
                     }
                     Sched::Due { provider, provider_job_id, verified } => {
                         let Some(provider) = policies.index(&provider) else { continue };
-                        let Some(&slot) = jobs.by_id.get(&(provider, provider_job_id.into_boxed_str())) else { continue };
+                        let Some(slot) = jobs.slot_of_id(provider, &provider_job_id) else { continue };
                         let min_gap = policies.get(&rt, provider).and_then(|p| p.schedule.first().copied()).unwrap_or_default();
                         let Some(t) = jobs.get_mut(slot) else { continue };
-                        let recent = t.last_poll.is_some_and(|l| l.elapsed() < min_gap);
+                        let since_poll = ms_from(epoch, Instant::now()).saturating_sub(t.last_poll_ms);
+                        let recent = u128::try_from(since_poll).is_ok_and(|ms| ms < min_gap.as_millis());
                         if let Some(k) = &t.dq {
                             if verified || !recent {
                                 dq.reset(k, Duration::ZERO);
@@ -1363,7 +1525,7 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                     Sched::Peek { keys, reply } => {
                         let out = keys.into_iter().filter_map(|k| {
                             let slot = jobs.slot_of(&k)?;
-                            let live = jobs.get_mut(slot)?.live.as_deref()?.clone();
+                            let live = words.report(jobs.get_mut(slot)?.live?)?;
                             Some((k, live))
                         }).collect();
                         let _ = reply.send(out);
@@ -1378,13 +1540,13 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                         // A report that was written to the store supersedes
                         // the one kept here.
                         if let Some(live) = live {
-                            t.live = live.map(Box::new);
+                            t.live = live.and_then(|r| words.compact(&r));
                         }
                         if let Some(state) = state {
                             t.state = state;
                         }
                         let Some(pol) = policies.get(&rt, t.provider) else { continue };
-                        let d = t.plan.next(pol, t.since.elapsed(), progress, &mut rng);
+                        let d = t.plan.next(pol, elapsed_since(epoch, t.since_ms), progress, &mut rng);
                         crate::http::POLL_DELAY.observe(d);
                         t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), d)));
                     }
@@ -1401,10 +1563,10 @@ async fn scheduler(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Sched>) {
                 let slot = expired.into_inner();
                 let Some(t) = jobs.get_mut(slot) else { continue };
                 t.dq = None;
-                t.last_poll = Some(Instant::now());
+                t.last_poll_ms = ms_from(epoch, Instant::now());
                 let Some(provider) = policies.name(t.provider).map(str::to_string) else { continue };
-                let (key, id) = (t.key.to_string(), t.provider_job_id.to_string());
-                let (state, elapsed) = (t.state, t.since.elapsed());
+                let (key, id) = (t.key().to_string(), t.id().to_string());
+                let (state, elapsed) = (t.state, elapsed_since(epoch, t.since_ms));
                 let rt2 = rt.clone();
                 rt.tracker.spawn(async move { rt2.poll(key, provider, id, state, elapsed).await });
             }
@@ -1499,5 +1661,71 @@ mod tests {
         assert!(at >= now + Duration::from_secs(1) && at < now + Duration::from_millis(1010));
         let short = Duration::from_millis(300);
         assert_eq!(coalesced(epoch, now, short), now + short);
+    }
+
+    #[test]
+    fn tracked_jobs_are_found_by_key_and_by_provider_id_until_removed() {
+        let mut jobs = Tracking::default();
+        let a = jobs.insert(Tracked::new("job-a", 0, "id-1", JobState::Pending, 0));
+        // Same provider id at another provider, and a key that is the
+        // other's key + id run together: still told apart.
+        let b = jobs.insert(Tracked::new("job-b", 1, "id-1", JobState::Pending, 0));
+        let c = jobs.insert(Tracked::new("job-aid", 0, "-1", JobState::Pending, 0));
+        assert_eq!(jobs.slot_of("job-a"), Some(a));
+        assert_eq!(jobs.slot_of("job-aid"), Some(c));
+        assert_eq!(jobs.slot_of_id(0, "id-1"), Some(a));
+        assert_eq!(jobs.slot_of_id(1, "id-1"), Some(b));
+        assert_eq!(jobs.slot_of_id(0, "-1"), Some(c));
+        let t = jobs
+            .remove(a)
+            .map(|t| (t.key().to_string(), t.id().to_string()));
+        assert_eq!(t, Some(("job-a".into(), "id-1".into())));
+        assert_eq!(jobs.slot_of("job-a"), None);
+        assert_eq!(jobs.slot_of_id(0, "id-1"), None);
+        assert_eq!(
+            jobs.slot_of_id(1, "id-1"),
+            Some(b),
+            "the other provider's job stays"
+        );
+        // The freed slot is reused, and many inserts (table growth) keep
+        // every job findable.
+        let d = jobs.insert(Tracked::new("job-d", 0, "id-9", JobState::Processing, 0));
+        assert_eq!(d, a);
+        for i in 0..5_000 {
+            jobs.insert(Tracked::new(
+                &format!("k{i}"),
+                2,
+                &format!("p{i}"),
+                JobState::Pending,
+                0,
+            ));
+        }
+        for i in (0..5_000).step_by(7) {
+            let slot = jobs.slot_of(&format!("k{i}")).expect("found by key");
+            assert_eq!(jobs.slot_of_id(2, &format!("p{i}")), Some(slot));
+        }
+        assert_eq!(jobs.slot_of("job-d"), Some(d));
+    }
+
+    #[test]
+    fn live_reports_keep_their_words_and_jobs_share_them() {
+        let mut words = Words::default();
+        let report = |status: &str, stage: Option<&str>| LiveReport {
+            progress: Some(40),
+            stage: stage.map(Arc::from),
+            provider_status: Arc::from(status),
+        };
+        let r1 = report("processing", Some("rendering"));
+        let l1 = words.compact(&r1).expect("kept");
+        let l2 = words.compact(&report("processing", None)).expect("kept");
+        assert_eq!(words.report(l1), Some(r1));
+        assert_eq!(l1.status, l2.status, "one number for one word");
+        assert_eq!(words.words.len(), 2);
+        // One entry per live job: this is what 100,000 of them cost.
+        assert!(
+            std::mem::size_of::<Tracked>() <= 176,
+            "Tracked grew to {} bytes",
+            std::mem::size_of::<Tracked>()
+        );
     }
 }
