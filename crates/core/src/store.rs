@@ -186,6 +186,8 @@ fn ledger_key(provider: &str, period: &str) -> Vec<u8> {
 /// Why one record: a transition then costs one sled write for job and
 /// history instead of two (sled copies a leaf per write, so writes, not
 /// bytes, are what a transition pays for), and the history needs no id.
+/// Records of the first format are this struct as JSON.
+#[derive(serde::Deserialize)]
 struct Record {
     job: Job,
     history: Vec<Transition>,
@@ -281,13 +283,6 @@ impl StoredJob {
     }
 }
 
-/// The JSON record of the first format, still read.
-#[derive(serde::Deserialize)]
-struct JsonRecord {
-    job: Job,
-    history: Vec<Transition>,
-}
-
 fn corrupt(key: &[u8], message: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -313,13 +308,7 @@ fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
                 history,
             })
         }
-        Some((b'{', _)) => {
-            let r: JsonRecord = serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))?;
-            Ok(Record {
-                job: r.job,
-                history: r.history,
-            })
-        }
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| corrupt(key, e)),
         _ => Err(corrupt(key, "unknown record format")),
     }
 }
@@ -460,16 +449,13 @@ impl SledStore {
             }
             job.seq = self.db.generate_id()?;
             batch.insert(idx_key(&job), job.key.as_bytes());
-            let record = Record {
-                history: vec![Transition {
-                    at: job.updated_at.clone(),
-                    from: None,
-                    to: job.state,
-                    note: "imported".into(),
-                }],
-                job,
+            let imported = Transition {
+                at: job.updated_at.clone(),
+                from: None,
+                to: job.state,
+                note: "imported".into(),
             };
-            batch.insert(jk, encode_record(&record.job, &record.history)?);
+            batch.insert(jk, encode_record(&job, &[imported])?);
             n += 1;
         }
         self.tree.apply_batch(batch)?;
@@ -485,7 +471,16 @@ impl SledStore {
     }
 
     fn read(&self, p: &Pending, key: &[u8]) -> Result<Option<IVec>, StoreError> {
-        match p.staged(key) {
+        self.staged_or_stored(p.staged(key), key)
+    }
+
+    /// The staged value if there is one, else what sled holds.
+    fn staged_or_stored(
+        &self,
+        staged: Option<Option<IVec>>,
+        key: &[u8],
+    ) -> Result<Option<IVec>, StoreError> {
+        match staged {
             Some(v) => Ok(v),
             None => Ok(self.tree.get(key)?),
         }
@@ -495,10 +490,7 @@ impl SledStore {
     /// the overlay, not while sled reads.
     fn read_unlocked(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
         let staged = lock(&self.pending).staged(key);
-        match staged {
-            Some(v) => Ok(v),
-            None => Ok(self.tree.get(key)?),
-        }
+        self.staged_or_stored(staged, key)
     }
 
     /// Whether a job with this key exists (staged or in sled).
@@ -603,17 +595,14 @@ impl Store for SledStore {
             let seq = self.db.generate_id()?;
             let job = Job::from_spec(spec, seq, &now);
             staged.push((idx_key(&job), IVec::from(job.key.as_bytes())));
-            report.accepted.push(job.key.clone());
-            let record = Record {
-                job,
-                history: vec![Transition {
-                    at: now.clone(),
-                    from: None,
-                    to: JobState::Queued,
-                    note: "accepted".into(),
-                }],
+            let accepted = Transition {
+                at: now.clone(),
+                from: None,
+                to: JobState::Queued,
+                note: "accepted".into(),
             };
-            staged.push((jk, IVec::from(encode_record(&record.job, &record.history)?)));
+            staged.push((jk, IVec::from(encode_record(&job, &[accepted])?)));
+            report.accepted.push(job.key);
         }
         for (k, v) in staged {
             p.put(k, v);
@@ -686,7 +675,10 @@ impl Store for SledStore {
         let raw = self
             .read(&p, &jk)?
             .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        let Record { mut job, history } = decode_record(&jk, &raw)?;
+        let Record {
+            mut job,
+            mut history,
+        } = decode_record(&jk, &raw)?;
         if job.state != expect {
             return Err(StoreError::StateMismatch {
                 key: key.to_string(),
@@ -718,17 +710,15 @@ impl Store for SledStore {
         // Every check (budget included) happens before the first write is
         // staged, so a refused change stages nothing.
         let ledger_writes = self.plan_ledger(&p, &mut job, &change.ledger)?;
-        let mut record = Record { job, history };
         if change.to != expect {
-            record.history.push(Transition {
+            history.push(Transition {
                 at: now,
                 from: Some(expect),
                 to: change.to,
                 note: change.note.clone(),
             });
         }
-        let bytes = encode_record(&record.job, &record.history)?;
-        let job = record.job;
+        let bytes = encode_record(&job, &history)?;
         for (k, e) in ledger_writes {
             p.put(k, &e.to_bytes()[..]);
         }
