@@ -185,22 +185,9 @@ async fn list_jobs(
         state,
         provider: q.provider,
     })?;
-    // Only the listed live jobs' reports, not every tracked job's.
-    let live_keys: Vec<String> = jobs
-        .iter()
-        .filter(|j| j.state.is_live())
-        .map(|j| j.key.clone())
-        .collect();
-    let live = if live_keys.is_empty() {
-        Default::default()
-    } else {
-        rt.live_reports(live_keys).await
-    };
+    rt.show_live(&mut jobs).await;
     for j in &mut jobs {
         show_hold(&rt, j);
-        if let Some(r) = live.get(&j.key) {
-            r.apply_to(j);
-        }
     }
     Ok(Json(jobs).into_response())
 }
@@ -214,11 +201,7 @@ async fn get_job(
         .get(&key)?
         .ok_or_else(|| ApiError::not_found(&key))?;
     show_hold(&rt, &mut job);
-    if job.state.is_live() {
-        if let Some(r) = rt.live_reports(vec![key.clone()]).await.get(&key) {
-            r.apply_to(&mut job);
-        }
-    }
+    rt.show_live(std::slice::from_mut(&mut job)).await;
     let history = rt.store.history(&key)?;
     let mut v = serde_json::to_value(job).map_err(|e| ApiError {
         status: 500,

@@ -549,14 +549,28 @@ impl Runtime {
         });
     }
 
-    /// Progress reports kept with the poll schedule (see [`LiveReport`]),
-    /// for the jobs with these keys.
-    pub async fn live_reports(&self, keys: Vec<String>) -> HashMap<String, LiveReport> {
+    /// Shows on these jobs, as the API answers them, the progress reports
+    /// kept with the poll schedule (see [`LiveReport`]); asks only for the
+    /// live ones among them, not for every tracked job.
+    pub async fn show_live(&self, jobs: &mut [Job]) {
+        let keys: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.state.is_live())
+            .map(|j| j.key.clone())
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
         if self.sched.send(Sched::Peek { keys, reply }).is_err() {
-            return HashMap::new();
+            return;
         }
-        rx.await.unwrap_or_default()
+        let live = rx.await.unwrap_or_default();
+        for j in jobs {
+            if let Some(r) = live.get(&j.key) {
+                r.apply_to(j);
+            }
+        }
     }
 
     pub fn wake_all(&self) {
