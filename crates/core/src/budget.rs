@@ -1,5 +1,5 @@
-//! Budgets are enforced where reservations are written (the store's
-//! transaction), so the invariant `reserved + charged <= limit` cannot be
+//! Budgets are enforced where reservations are written (inside the store's
+//! transaction, by the rules of [`crate::change`]), so the invariant `reserved + charged <= limit` cannot be
 //! broken by two dispatchers racing, by a restart, or by a lowered limit: a
 //! lowered limit only stops new reservations, it never forgets a charge.
 
@@ -89,14 +89,14 @@ impl LedgerEntry {
         limit.saturating_sub(self.used())
     }
 
-    pub(crate) fn to_bytes(self) -> [u8; 16] {
+    pub fn to_bytes(self) -> [u8; 16] {
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&self.reserved.to_be_bytes());
         out[8..].copy_from_slice(&self.charged.to_be_bytes());
         out
     }
 
-    pub(crate) fn from_bytes(b: &[u8]) -> LedgerEntry {
+    pub fn from_bytes(b: &[u8]) -> LedgerEntry {
         let mut r = [0u8; 8];
         let mut c = [0u8; 8];
         if b.len() == 16 {
@@ -112,7 +112,8 @@ impl LedgerEntry {
 
 /// What a transition does to the credit ledger, applied in the same
 /// transaction as the state change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LedgerOp {
     None,
     /// Reserve `amount` in `period`, refusing if `limit` would be exceeded.

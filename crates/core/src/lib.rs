@@ -1,19 +1,18 @@
 //! The part of Switchyard that must never be wrong: what a job is, which state
-//! changes are legal, and how jobs, their history and the credit ledger are kept
-//! durable. Nothing here speaks HTTP, so every invariant can be tested without a
-//! network and every backend (sled today, PostgreSQL later) sits behind [`Store`].
+//! changes are legal, what a change does to a job and to the credit ledger.
+//! No I/O: every store backend (sled, PostgreSQL) applies these same rules,
+//! and every rule is tested without a disk or a network.
 
+pub mod budget;
+pub mod change;
+pub mod limits;
 pub mod model;
+pub mod poll;
 pub mod secret;
 pub mod state;
 
+pub use budget::{LedgerEntry, LedgerOp, Period};
+pub use change::{Attempts, Change, Outcome, Patch, Refusal};
 pub use model::{HeldBy, Job, JobError, JobSpec, ProviderKind, Transition};
 pub use secret::Secret;
 pub use state::{JobState, TransitionError};
-pub mod bench;
-pub mod budget;
-pub mod poll;
-pub mod store;
-
-pub use budget::{LedgerEntry, LedgerOp, Period};
-pub use store::{Change, Filter, IntakeReport, SledStore, Store, StoreError};

@@ -8,7 +8,7 @@
 //!   requests per second the simulator serves to a plain keep-alive load
 //!   generator divided by the requests a job needs, and the durable
 //!   transitions per second the store sustains with group commit
-//!   ([`switchyard_core::bench::store`]) divided by the transitions a job
+//!   ([`switchyard_store_sled::bench::store`]) divided by the transitions a job
 //!   needs. Both per-job counts are counted (simulator stats, history
 //!   entries), not assumed.
 //! - **memory**: N jobs live at once (simulated duration 1 h): the daemon's
@@ -32,8 +32,9 @@
 use anyhow::{anyhow, bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
-use switchyard_core::{Job, JobError, JobSpec, JobState, ProviderKind, SledStore};
+use switchyard_core::{Job, JobError, JobSpec, JobState, ProviderKind};
 use switchyard_sim::{Scenario, SimServer};
+use switchyard_store_sled::SledStore;
 
 /// Provider used throughout: Viggle's create answers `queued` and its
 /// status call needs no key, so a job costs one create and one status call
@@ -399,7 +400,7 @@ async fn ceilings(opts: &ScaleOpts) -> anyhow::Result<Ceiling> {
         opts.store_jobs, opts.store_writers, opts.store_per_writer
     );
     let tmp = tempfile::tempdir()?;
-    let f = switchyard_core::bench::store(
+    let f = switchyard_store_sled::bench::store(
         tmp.path(),
         opts.store_jobs,
         opts.store_writers,

@@ -2,11 +2,11 @@
 //! prints the daemon's JSON and nothing else on stdout.
 
 use crate::batch::{self, Problem};
-use crate::http::{BatchAnswer, BatchBody, ProviderView};
 use crate::Invalid;
 use anyhow::{anyhow, bail, Context};
 use std::path::PathBuf;
 use std::time::Duration;
+use switchyard_api::{BatchAnswer, BatchBody, ProviderView};
 use switchyard_core::{Job, JobState, Secret};
 
 #[derive(Clone)]

@@ -2,7 +2,6 @@
 //! and the demo. `anyhow` lives only here, at the edge; exit codes are 0 for
 //! success, 1 for an operational failure, 2 for bad usage or invalid input.
 
-mod batch;
 mod bench;
 mod bench_poll;
 mod bench_scale;
@@ -11,9 +10,7 @@ mod client;
 mod config;
 mod demo;
 mod http;
-mod inbox;
-mod results;
-mod runtime;
+
 mod serve;
 mod watch;
 
@@ -29,6 +26,9 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// The batch file format, shared with the engine and the server.
+use switchyard_api::batch;
 
 /// Marks an error as the user's input being wrong (exit code 2).
 #[derive(Debug)]

@@ -2,22 +2,23 @@
 //! readiness, and a drain bounded by `shutdown_grace` so SIGTERM always ends
 //! in an exit, with every accepted write flushed.
 
-use crate::config::Config;
+use crate::config::{Config, ProviderConfig};
 use crate::http;
-use crate::runtime::Runtime;
 use anyhow::Context;
 use futures::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use switchyard_core::Store;
+use switchyard_engine::{Engine, EngineConfig, Health, ProviderLimits, ProviderSetup};
+use switchyard_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A running daemon (runtime + HTTP server).
+/// A running daemon (engine + HTTP server).
 pub struct Daemon {
-    pub rt: Arc<Runtime>,
+    pub rt: Engine,
     /// The control API's bearer token (SIGHUP re-reads its file).
     pub auth: Arc<http::Auth>,
     pub addr: SocketAddr,
@@ -32,13 +33,18 @@ impl Daemon {
         let token = cfg.daemon.auth_token().map_err(crate::Invalid)?;
         let auth = Arc::new(http::Auth::new(token.as_ref()));
         let shutdown = CancellationToken::new();
-        let rt = Runtime::start(cfg, shutdown.child_token())?;
+        let store = open_store(cfg)?;
+        let rt = Engine::start(engine_config(cfg)?, store, shutdown.child_token()).await?;
         let listener = TcpListener::bind(cfg.daemon.listen)
             .await
             .with_context(|| format!("binding {}", cfg.daemon.listen))?;
         let addr = listener.local_addr()?;
         if let Some(dir) = cfg.daemon.inbox_dir.clone() {
-            tokio::spawn(crate::inbox::run(rt.clone(), dir, cfg.daemon.inbox_settle));
+            tokio::spawn(switchyard_engine::inbox::run(
+                rt.clone(),
+                dir,
+                cfg.daemon.inbox_settle,
+            ));
         }
         let app = http::router(rt.clone(), auth.clone());
         let stop = shutdown.clone();
@@ -53,7 +59,7 @@ impl Daemon {
         if !addr.ip().is_loopback() && !auth.enabled() {
             tracing::warn!(%addr, "listening beyond loopback without daemon.auth_token_file: anyone who can reach this address controls the queue");
         }
-        tracing::info!(%addr, providers = rt.providers.len(), auth = auth.enabled(), "switchyard daemon listening");
+        tracing::info!(%addr, providers = rt.provider_names().len(), auth = auth.enabled(), "switchyard daemon listening");
         Ok(Daemon {
             rt,
             auth,
@@ -68,16 +74,7 @@ impl Daemon {
     /// grace period, flushes the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.rt.tracker.close();
-        if tokio::time::timeout(self.grace, self.rt.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_ms = self.grace.as_millis() as u64,
-                "in-flight requests did not finish within the grace period: their jobs are reconciled at the next start"
-            );
-        }
+        let drained = self.rt.drain(self.grace).await;
         // The listener stopped accepting at cancel(); connections still open
         // (a slow client) get what is left of a short bound, not forever.
         if tokio::time::timeout(std::time::Duration::from_secs(2), self.server)
@@ -86,7 +83,12 @@ impl Daemon {
         {
             tracing::warn!("HTTP connections still open at exit were dropped");
         }
-        self.rt.store.flush_now()?;
+        if !drained.context("making accepted writes durable at stop")? {
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "in-flight requests did not finish within the grace period: their jobs are reconciled at the next start"
+            );
+        }
         tracing::info!("stopped cleanly");
         Ok(())
     }
@@ -140,7 +142,15 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
         }
     };
     daemon.auth.set(token.as_ref());
-    daemon.rt.reload(&new);
+    let limits: BTreeMap<String, ProviderLimits> = new
+        .providers
+        .iter()
+        .map(|(name, pc)| (name.clone(), limits(pc)))
+        .collect();
+    for name in daemon.rt.reload(&limits) {
+        tracing::warn!(provider = %name, "new provider in the reloaded config: takes effect at the next restart");
+    }
+    tracing::info!("configuration reloaded: limits, budgets and polling settings updated");
     let d = (&running.daemon, &new.daemon);
     let mut later = Vec::new();
     if d.0.data_dir != d.1.data_dir {
@@ -182,7 +192,7 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
 
 /// Pings systemd's watchdog at half its interval, as long as the store
 /// answers (a wedged daemon stops pinging and systemd restarts it).
-fn spawn_watchdog(rt: Arc<Runtime>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_watchdog(rt: Engine, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Some(usec) = std::env::var("WATCHDOG_USEC")
             .ok()
@@ -194,15 +204,68 @@ fn spawn_watchdog(rt: Arc<Runtime>, stop: CancellationToken) -> tokio::task::Joi
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {
-                    let rt2 = rt.clone();
-                    let probe = tokio::task::spawn_blocking(move || rt2.store.get("").is_ok());
-                    match tokio::time::timeout(every, probe).await {
-                        Ok(Ok(true)) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
-                        _ => tracing::error!("the store did not answer: not pinging the watchdog"),
+                    match tokio::time::timeout(every, rt.health()).await {
+                        Ok(Health::Ok) => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                        Ok(Health::StoreFailing(why)) => tracing::error!("the store is failing ({why}): not pinging the watchdog"),
+                        Err(_) => tracing::error!("the store did not answer: not pinging the watchdog"),
                     }
                 }
                 _ = stop.cancelled() => return,
             }
         }
     })
+}
+
+/// The embedded store under `data_dir`.
+fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(&cfg.daemon.data_dir)
+        .with_context(|| format!("creating data_dir {}", cfg.daemon.data_dir.display()))?;
+    let store = switchyard_store_sled::SledStore::open(&cfg.daemon.data_dir.join("db"))?;
+    Ok(Arc::new(store))
+}
+
+/// A provider's limits as the engine takes them.
+pub fn limits(pc: &ProviderConfig) -> ProviderLimits {
+    ProviderLimits {
+        rate_limit: pc.rate_limit,
+        max_in_flight: pc.max_in_flight,
+        budget: pc.budget.clone(),
+        poll: pc.poll.clone(),
+        max_attempts: pc.max_attempts,
+    }
+}
+
+/// The engine's providers (adapters with their credentials) and outputs.
+fn engine_config(cfg: &Config) -> anyhow::Result<EngineConfig> {
+    let client = switchyard_provider::default_client(cfg.daemon.request_timeout)?;
+    let mut providers = Vec::new();
+    for (name, pc) in &cfg.providers {
+        let settings = switchyard_provider::Settings {
+            base_url: pc.base_url(),
+            api_key: pc.api_key()?,
+            webhook_secret: pc.webhook_secret()?,
+        };
+        if settings.api_key.is_none() {
+            tracing::warn!(provider = %name, "no API key configured (api_key_env / api_key_file)");
+        }
+        providers.push(ProviderSetup {
+            name: name.clone(),
+            adapter: switchyard_provider::build(pc.kind, settings, client.clone()),
+            limits: limits(pc),
+        });
+    }
+    Ok(EngineConfig {
+        providers,
+        output_dir: cfg.daemon.output_dir.clone(),
+        parallel_downloads: 4,
+        owner: owner_name(),
+    })
+}
+
+/// This daemon's name in the store: host and process id.
+fn owner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }

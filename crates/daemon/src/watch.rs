@@ -3,11 +3,11 @@
 //! now and then so logs still show progress.
 
 use crate::client::{settled, Client};
-use crate::http::ProviderView;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+use switchyard_api::ProviderView;
 use switchyard_core::{Job, JobState};
 
 pub fn bar(len: u64) -> ProgressBar {

@@ -1,5 +1,5 @@
 //! The store benchmark without building the daemon:
-//! `cargo run --release -p switchyard-core --example bench_store [JOBS]`.
+//! `cargo run --release -p switchyard-store-sled --example bench_store [JOBS]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
@@ -20,8 +20,8 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(256);
     let per_writer = 102_400 / writers;
-    let f = switchyard_core::bench::store(dir.path(), jobs, writers, per_writer)
+    let f = switchyard_store_sled::bench::store(dir.path(), jobs, writers, per_writer)
         .await
         .unwrap();
-    switchyard_core::bench::print(&f);
+    switchyard_store_sled::bench::print(&f);
 }

@@ -8,7 +8,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use switchyard_core::{Change, Filter, JobSpec, JobState, SledStore, Store};
+use switchyard_core::{Change, JobSpec, JobState};
+use switchyard_store::{Filter, Store};
+use switchyard_store_sled::SledStore;
 
 const JOBS: usize = 400;
 const WRITERS: usize = 16;
@@ -46,7 +48,7 @@ fn crash_writer_child() {
                 params: serde_json::json!({"i": i}),
             })
             .collect();
-        store.intake(specs).unwrap();
+        store.intake(specs).await.unwrap();
         store.sync().await.unwrap();
         println!("INTAKE");
         let mut tasks = Vec::new();
@@ -57,13 +59,14 @@ fn crash_writer_child() {
                 loop {
                     for i in (w..JOBS).step_by(WRITERS) {
                         let key = format!("job-{i:04}");
-                        let cur = store.get(&key).unwrap().unwrap().state;
+                        let cur = store.get(&key).await.unwrap().unwrap().state;
                         let next = match cur {
                             JobState::Completed => continue,
                             s => PATH[rank(s) + 1],
                         };
                         store
                             .apply(&key, cur, Change::to(next, "crash test"))
+                            .await
                             .unwrap();
                         store.sync().await.unwrap();
                         println!("ACK {key} {}", next.as_str());
@@ -130,14 +133,14 @@ fn sigkill_mid_write_keeps_every_acknowledged_transition() {
         .unwrap();
     rt.block_on(async {
         let store = SledStore::open(dir.path()).unwrap();
-        let jobs = store.list(&Filter::default()).unwrap();
+        let jobs = store.list(&Filter::default()).await.unwrap();
         assert_eq!(
             jobs.len(),
             JOBS,
             "the intake batch was acknowledged: every job must be there"
         );
         for (key, st) in &acked {
-            let job = store.get(key).unwrap().unwrap();
+            let job = store.get(key).await.unwrap().unwrap();
             assert!(
                 rank(job.state) >= rank(*st),
                 "{key}: acknowledged {st}, found {}",
@@ -152,7 +155,7 @@ fn sigkill_mid_write_keeps_every_acknowledged_transition() {
                 job.state
             );
             // The history is a legal chain ending in the current state.
-            let hist = store.history(&job.key).unwrap();
+            let hist = store.history(&job.key).await.unwrap();
             assert_eq!(
                 hist.last().unwrap().to,
                 job.state,
@@ -167,11 +170,29 @@ fn sigkill_mid_write_keeps_every_acknowledged_transition() {
                 );
             }
         }
-        // The index agrees with the jobs.
-        let counts = store.count_by_state(Some("p")).unwrap();
-        for (state, n) in counts {
+        // The index agrees with the jobs (a listing by state reads the
+        // index), and so do the counts kept beside it.
+        let counts = store.counts().await.unwrap();
+        for state in JobState::ALL {
             let real = jobs.iter().filter(|j| j.state == state).count() as u64;
-            assert_eq!(n, real, "index count for {state}");
+            let indexed = store
+                .list(&Filter {
+                    state: Some(state),
+                    provider: Some("p".into()),
+                })
+                .await
+                .unwrap();
+            assert_eq!(indexed.len() as u64, real, "index count for {state}");
+            assert!(
+                indexed.iter().all(|j| j.state == state),
+                "index entry in the wrong state for {state}"
+            );
+            let n = counts
+                .iter()
+                .filter(|c| c.provider == "p" && c.state == state)
+                .map(|c| c.jobs)
+                .sum::<u64>();
+            assert_eq!(n, real, "count for {state}");
         }
     });
 }

@@ -4,15 +4,16 @@
 //! and listed in `manifest.jsonl`. Downloads are bounded in number and do not
 //! pass the provider's rate limit (they hit CDNs, not the API).
 
+use crate::Shared;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use switchyard_core::{Change, Job, JobState, Store};
+use switchyard_core::{Change, Job, JobState, Patch};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
-pub struct Downloader {
-    pub dir: PathBuf,
+pub(crate) struct Downloader {
+    dir: PathBuf,
     client: reqwest::Client,
     slots: Semaphore,
     /// Serializes manifest appends so lines never interleave.
@@ -20,7 +21,7 @@ pub struct Downloader {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
+pub(crate) enum DownloadError {
     #[error("HTTP {0}")]
     Status(u16),
     #[error("{0}")]
@@ -34,7 +35,7 @@ pub enum DownloadError {
 }
 
 impl Downloader {
-    pub fn new(dir: PathBuf, parallel: usize) -> anyhow::Result<Downloader> {
+    pub(crate) fn new(dir: PathBuf, parallel: usize) -> Result<Downloader, DownloadError> {
         std::fs::create_dir_all(&dir)?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -50,7 +51,7 @@ impl Downloader {
 
     /// Downloads every output of a completed job, records the files on the
     /// job and appends the job to the manifest.
-    pub async fn fetch_job(&self, store: &impl Store, job: &Job) {
+    pub(crate) async fn fetch_job(&self, s: &Shared, job: &Job) {
         let Ok(_slot) = self.slots.acquire().await else {
             return;
         };
@@ -66,22 +67,21 @@ impl Downloader {
                 Err(e) => tracing::warn!(key = %job.key, %url, "download failed: {e}"),
             }
         }
-        let f2 = files.clone();
-        let edit = move |j: &mut Job| j.output_files = f2.clone();
-        match store.apply(
-            &job.key,
-            JobState::Completed,
-            Change::to(JobState::Completed, "").edit(&edit),
-        ) {
+        let patch = Patch {
+            output_files: Some(files),
+            ..Patch::default()
+        };
+        let change = Change::to(JobState::Completed, "").patch(patch);
+        match s.store.apply(&job.key, JobState::Completed, change).await {
+            // Durable before the manifest names the files: a restart must
+            // not forget what the manifest says was downloaded (if it
+            // fails, the next start downloads again).
             Ok(j) => {
-                // Durable before the manifest names the files: a restart
-                // must not forget what the manifest says was downloaded.
-                if let Err(e) = store.sync().await {
-                    tracing::warn!(key = %job.key, "recording downloads: {e}");
+                if s.durable("recording downloads").await {
+                    self.append_manifest(&j).await
                 }
-                self.append_manifest(&j).await
             }
-            Err(e) => tracing::warn!(key = %job.key, "recording downloads: {e}"),
+            Err(e) => s.store_failed(&format!("recording the downloads of {}", job.key), &e),
         }
     }
 
@@ -111,7 +111,7 @@ impl Downloader {
 
     /// Up to five tries; each one resumes (Range) from what the temp file
     /// already holds. The file gets its final name only once complete.
-    pub async fn fetch(&self, url: &str, dest: &Path) -> Result<(), DownloadError> {
+    pub(crate) async fn fetch(&self, url: &str, dest: &Path) -> Result<(), DownloadError> {
         let tmp = dest.with_extension(format!(
             "{}.part",
             dest.extension().and_then(|e| e.to_str()).unwrap_or("bin")

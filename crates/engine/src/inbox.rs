@@ -13,15 +13,16 @@
 //! move, the next start ingests the file again and every job is "already
 //! known". A storage error leaves the file in the inbox for another try.
 
-use crate::runtime::Runtime;
+use crate::{Engine, EngineError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use switchyard_api::batch;
 
 type Signature = (u64, SystemTime);
 
-pub async fn run(rt: Arc<Runtime>, dir: PathBuf, settle: Duration) {
+/// Watches `dir` until the engine stops.
+pub async fn run(rt: Engine, dir: PathBuf, settle: Duration) {
     for sub in ["done", "rejected"] {
         if let Err(e) = tokio::fs::create_dir_all(dir.join(sub)).await {
             tracing::error!(dir = %dir.display(), "inbox unusable: {e}");
@@ -35,7 +36,7 @@ pub async fn run(rt: Arc<Runtime>, dir: PathBuf, settle: Duration) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(scan_every) => {}
-            _ = rt.cancel.cancelled() => return,
+            _ = rt.shared.cancel.cancelled() => return,
         }
         let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
             continue;
@@ -81,7 +82,7 @@ fn is_candidate(name: &str) -> bool {
         && (name.ends_with(".toml") || name.ends_with(".jsonl") || name.ends_with(".ndjson"))
 }
 
-async fn ingest(rt: &Runtime, dir: &Path, path: &Path, name: &str, sig: Signature) {
+async fn ingest(rt: &Engine, dir: &Path, path: &Path, name: &str, sig: Signature) {
     let text = match tokio::fs::read(path).await {
         Ok(t) => t,
         Err(e) => {
@@ -98,24 +99,23 @@ async fn ingest(rt: &Runtime, dir: &Path, path: &Path, name: &str, sig: Signatur
     }
     let outcome = match String::from_utf8(text) {
         Err(_) => Err(vec![format!("{name}: not UTF-8 text")]),
-        Ok(text) => match crate::batch::parse(name, &text) {
+        Ok(text) => match batch::parse(name, &text) {
             Err(problems) => Err(problems.iter().map(|p| p.render(name)).collect::<Vec<_>>()),
             Ok(batch) if batch.jobs.is_empty() => {
                 Err(vec![format!("{name}: no jobs in this file")])
             }
-            Ok(batch) => match crate::http::intake(rt, batch.jobs.clone()).await {
+            Ok(parsed) => match rt.intake(parsed.jobs.clone()).await {
                 Ok(answer) => Ok(answer),
-                Err(problems) if problems.iter().any(|p| p.message.starts_with("storage:")) => {
+                Err(EngineError::Invalid(mut problems)) => {
+                    batch::locate(&mut problems, &parsed);
+                    Err(problems.iter().map(|p| p.render(name)).collect())
+                }
+                Err(e) => {
                     tracing::error!(
                         file = name,
-                        "inbox: storing the batch failed, will try again: {}",
-                        problems[0].message
+                        "inbox: storing the batch failed, will try again: {e}"
                     );
                     return;
-                }
-                Err(mut problems) => {
-                    crate::batch::locate(&mut problems, &batch);
-                    Err(problems.iter().map(|p| p.render(name)).collect())
                 }
             },
         },
@@ -131,7 +131,11 @@ async fn ingest(rt: &Runtime, dir: &Path, path: &Path, name: &str, sig: Signatur
                 already_known = a.already_known,
                 "inbox batch ingested"
             );
-            let _ = move_unique(path, &dir.join("done"), name, &stamp).await;
+            // If the move fails, the next scan ingests the file again:
+            // every job is then already known, nothing is queued twice.
+            if let Err(e) = move_unique(path, &dir.join("done"), name, &stamp).await {
+                tracing::warn!(file = name, "inbox: moving to done/: {e}");
+            }
         }
         Err(lines) => {
             tracing::warn!(file = name, problems = lines.len(), "inbox batch rejected");

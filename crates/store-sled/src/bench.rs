@@ -1,11 +1,13 @@
-//! `switchyard bench store` (and `cargo run --release -p switchyard-core --example bench_store`): the store's intake and durable-transition
+//! `switchyard bench store` (and `cargo run --release -p switchyard-store-sled --example bench_store`): the store's intake and durable-transition
 //! throughput, each printed beside a raw sled baseline measured in the same
 //! run with the same number of inserts and flushes, so the figure says what
 //! our layer costs rather than how fast this machine's disk is.
 
-use crate::{Change, Job, JobSpec, JobState, SledStore, Store, StoreError};
+use crate::SledStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard_core::{Change, Job, JobSpec, JobState};
+use switchyard_store::{Store, StoreError};
 
 pub struct StoreFigures {
     pub jobs: usize,
@@ -41,17 +43,19 @@ pub async fn store(
     // Baseline: the same records (a job record with its first history
     // entry, and an index entry, per job) inserted straight into sled,
     // configured as the store configures it, as one batch, then one flush.
-    let raw_db = crate::store::sled_config(&tmp.join("raw")).open()?;
-    let raw = raw_db.open_tree("raw")?;
+    let raw_db = crate::sled_config(&tmp.join("raw"))
+        .open()
+        .map_err(crate::storage)?;
+    let raw = raw_db.open_tree("raw").map_err(crate::storage)?;
     let specs: Vec<JobSpec> = (0..jobs).map(spec).collect();
     let record = |s: &JobSpec| {
-        let history = [crate::Transition {
+        let history = [switchyard_core::Transition {
             at: "2026-11-23T00:00:00.000Z".into(),
             from: None,
             to: JobState::Queued,
             note: "accepted".into(),
         }];
-        crate::store::encode_record(
+        crate::encode_record(
             &Job::from_spec(s.clone(), 0, "2026-11-23T00:00:00.000Z"),
             &history,
         )
@@ -63,13 +67,13 @@ pub async fn store(
         batch.insert(format!("j{}", s.key).as_bytes(), record(s)?);
         batch.insert(format!("i{}", s.key).as_bytes(), s.key.as_bytes());
     }
-    raw.apply_batch(batch)?;
-    raw_db.flush_async().await?;
+    raw.apply_batch(batch).map_err(crate::storage)?;
+    raw_db.flush_async().await.map_err(crate::storage)?;
     let intake_raw = t.elapsed();
 
     let store = SledStore::open(&tmp.join("store"))?;
     let t = Instant::now();
-    store.intake(specs)?;
+    store.intake(specs).await?;
     store.sync().await?;
     let intake = t.elapsed();
 
@@ -86,7 +90,7 @@ pub async fn store(
             let mut n = 0u64;
             for i in 0..per_writer {
                 let key = format!("bench-{:07}", (w + i * writers) % jobs);
-                let Ok(Some(job)) = store.get(&key) else {
+                let Ok(Some(job)) = store.get(&key).await else {
                     continue;
                 };
                 let next = match job.state {
@@ -98,6 +102,7 @@ pub async fn store(
                 };
                 if store
                     .apply(&key, job.state, Change::to(next, "bench"))
+                    .await
                     .is_ok()
                     && store.sync().await.is_ok()
                 {
@@ -123,16 +128,19 @@ pub async fn store(
     let per_flush = (transitions / flushes.max(1)).max(1);
     let t = Instant::now();
     for i in 0..transitions {
-        raw.insert(format!("t{i:09}").as_bytes(), &sample[..])?;
-        raw.insert(format!("x{i:09}").as_bytes(), &b"bench-0000000"[..])?;
+        raw.insert(format!("t{i:09}").as_bytes(), &sample[..])
+            .map_err(crate::storage)?;
+        raw.insert(format!("x{i:09}").as_bytes(), &b"bench-0000000"[..])
+            .map_err(crate::storage)?;
         if i > 0 {
-            raw.remove(format!("x{:09}", i - 1).as_bytes())?;
+            raw.remove(format!("x{:09}", i - 1).as_bytes())
+                .map_err(crate::storage)?;
         }
         if (i + 1) % per_flush == 0 {
-            raw_db.flush_async().await?;
+            raw_db.flush_async().await.map_err(crate::storage)?;
         }
     }
-    raw_db.flush_async().await?;
+    raw_db.flush_async().await.map_err(crate::storage)?;
     let raw_time = t.elapsed();
     Ok(StoreFigures {
         jobs,

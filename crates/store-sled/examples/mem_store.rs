@@ -1,6 +1,6 @@
 //! Resident memory per job of the store alone (no daemon): intake of N jobs
 //! in batches of 1,000, then each taken to `pending` as the daemon does.
-//! `MIMALLOC_PURGE_DELAY=0 cargo run --release -p switchyard-core --example mem_store [JOBS]`
+//! `MIMALLOC_PURGE_DELAY=0 cargo run --release -p switchyard-store-sled --example mem_store [JOBS]`
 //! (the daemon runs with that setting; see its `main`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
@@ -8,7 +8,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use switchyard_core::{Change, Job, JobSpec, JobState, SledStore, Store};
+use switchyard_core::model::now_rfc3339;
+use switchyard_core::{Change, JobSpec, JobState, Patch};
+use switchyard_store::Store;
+use switchyard_store_sled::SledStore;
 
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -34,7 +37,7 @@ async fn main() {
                 params: serde_json::json!({ "image_url": format!("https://example.com/products/{i}.png") }),
             })
             .collect();
-        store.intake(specs).unwrap();
+        store.intake(specs).await.unwrap();
         store.sync().await.unwrap();
     }
     let queued = rss_kib();
@@ -42,18 +45,23 @@ async fn main() {
         let key = format!("mem-{i:07}");
         store
             .apply(&key, JobState::Queued, Change::to(JobState::Submitting, ""))
+            .await
             .unwrap();
         let id = format!("{:032x}", i as u128 * 7919);
-        let edit = move |j: &mut Job| {
-            j.provider_job_id = Some(id.clone());
-            j.submitted_at = Some(j.updated_at.clone());
+        // As the daemon records an acknowledged create: the provider's id
+        // and when it answered.
+        let edit = Patch {
+            provider_job_id: Some(Some(id)),
+            submitted_at: Some(Some(now_rfc3339())),
+            ..Patch::default()
         };
         store
             .apply(
                 &key,
                 JobState::Submitting,
-                Change::to(JobState::Pending, "created").edit(&edit),
+                Change::to(JobState::Pending, "created").patch(edit),
             )
+            .await
             .unwrap();
         if i % 1000 == 999 {
             store.sync().await.unwrap();

@@ -1,0 +1,74 @@
+//! What crosses the boundary to users, in one place: the control API's
+//! request and answer bodies (the server, the CLI and the dashboard all use
+//! these types, so their shapes cannot drift apart) and the batch file
+//! format.
+//!
+//! **API boundary.** Every field here is part of the user-facing contract
+//! (docs/CONTRACT.md): add fields, never rename or remove one.
+
+pub mod batch;
+
+use serde::{Deserialize, Serialize};
+use switchyard_core::limits::RateLimit;
+use switchyard_core::{Job, JobSpec, Transition};
+
+pub use batch::Problem;
+
+/// A batch as sent over HTTP: the jobs of one file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchBody {
+    pub jobs: Vec<JobSpec>,
+}
+
+/// The answer to an accepted batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    pub accepted: usize,
+    pub already_known: usize,
+    pub accepted_keys: Vec<String>,
+    pub known_keys: Vec<String>,
+}
+
+/// One job with its history (`GET /v1/jobs/{key}`, `switchyard show`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    pub history: Vec<Transition>,
+}
+
+/// Per-provider view (`GET /v1/providers`, `switchyard providers`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderView {
+    pub name: String,
+    pub kind: String,
+    pub rate_limit: RateLimit,
+    pub max_in_flight: u32,
+    pub in_flight: usize,
+    pub budget_credits: Option<u64>,
+    pub budget_period: Option<String>,
+    pub budget_used: u64,
+    pub budget_reserved: u64,
+    pub budget_left: Option<u64>,
+    pub paused: bool,
+    pub cooldown_ms: Option<u64>,
+    pub health: String,
+    pub queued: u64,
+    pub requests: u64,
+    pub rate_limited: u64,
+}
+
+/// The body of every error answer: `{"error": {"code", "message"}}`, with
+/// the problems of a rejected batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<Problem>>,
+}

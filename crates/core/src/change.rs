@@ -1,0 +1,393 @@
+//! A change to one job, given as data, and the rules every store backend
+//! applies to it: compare-and-swap on the state, legal transitions only, the
+//! history entry, and the ledger arithmetic of [`crate::budget`]. A backend
+//! reads the job and the ledger rows [`ledger_periods`] names, calls
+//! [`apply`], and writes what it returns atomically; it decides nothing.
+//!
+//! Why data rather than closures: a change that crosses a process (to
+//! PostgreSQL, to another daemon) or is recorded in a test must be a value.
+
+use crate::budget::{LedgerEntry, LedgerOp};
+use crate::model::{Job, JobError, Transition};
+use crate::state::{JobState, TransitionError};
+use serde::{Deserialize, Serialize};
+
+/// What happens to a job's attempt counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attempts {
+    Set(u32),
+    Increment,
+    /// Never below zero.
+    Decrement,
+}
+
+/// Field edits applied with a change. `None`: the field is left alone;
+/// `Some(None)`: it is cleared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patch {
+    pub attempts: Option<Attempts>,
+    pub error: Option<Option<JobError>>,
+    pub provider_job_id: Option<Option<String>>,
+    pub provider_status: Option<Option<String>>,
+    pub progress: Option<Option<u8>>,
+    pub stage: Option<Option<String>>,
+    pub output_urls: Option<Vec<String>>,
+    pub output_files: Option<Vec<String>>,
+    pub submitted_at: Option<Option<String>>,
+}
+
+impl Patch {
+    pub fn apply(&self, job: &mut Job) {
+        match self.attempts {
+            Some(Attempts::Set(n)) => job.attempts = n,
+            Some(Attempts::Increment) => job.attempts = job.attempts.saturating_add(1),
+            Some(Attempts::Decrement) => job.attempts = job.attempts.saturating_sub(1),
+            None => {}
+        }
+        if let Some(v) = &self.error {
+            job.error.clone_from(v);
+        }
+        if let Some(v) = &self.provider_job_id {
+            job.provider_job_id.clone_from(v);
+        }
+        if let Some(v) = &self.provider_status {
+            job.provider_status.clone_from(v);
+        }
+        if let Some(v) = self.progress {
+            job.progress = v;
+        }
+        if let Some(v) = &self.stage {
+            job.stage.clone_from(v);
+        }
+        if let Some(v) = &self.output_urls {
+            job.output_urls.clone_from(v);
+        }
+        if let Some(v) = &self.output_files {
+            job.output_files.clone_from(v);
+        }
+        if let Some(v) = &self.submitted_at {
+            job.submitted_at.clone_from(v);
+        }
+    }
+}
+
+/// A requested change to one job, checked against its current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub to: JobState,
+    /// Recorded in the history when the state changes.
+    pub note: String,
+    pub ledger: LedgerOp,
+    pub patch: Patch,
+}
+
+impl Change {
+    pub fn to(to: JobState, note: impl Into<String>) -> Self {
+        Change {
+            to,
+            note: note.into(),
+            ledger: LedgerOp::None,
+            patch: Patch::default(),
+        }
+    }
+
+    pub fn ledger(mut self, op: LedgerOp) -> Self {
+        self.ledger = op;
+        self
+    }
+
+    pub fn patch(mut self, patch: Patch) -> Self {
+        self.patch = patch;
+        self
+    }
+}
+
+/// Why a change was refused. Nothing is written for a refused change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("job {key} is {actual}, expected {expected}")]
+    StateMismatch {
+        key: String,
+        expected: JobState,
+        actual: JobState,
+    },
+    #[error(transparent)]
+    Illegal(#[from] TransitionError),
+    #[error(
+        "budget exceeded for {provider} in {period}: {used} used of {limit}, {amount} more needed"
+    )]
+    OverBudget {
+        provider: String,
+        period: String,
+        used: u64,
+        limit: u64,
+        amount: u64,
+    },
+}
+
+/// What a backend writes for an accepted change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A field-only change that changed nothing: write nothing.
+    Unchanged(Job),
+    Changed {
+        job: Job,
+        /// Appended to the job's history (state changes only).
+        entry: Option<Transition>,
+        /// New values of the ledger rows the change touched, by period.
+        ledger: Vec<(String, LedgerEntry)>,
+    },
+}
+
+impl Outcome {
+    pub fn job(&self) -> &Job {
+        match self {
+            Outcome::Unchanged(j) | Outcome::Changed { job: j, .. } => j,
+        }
+    }
+
+    pub fn into_job(self) -> Job {
+        match self {
+            Outcome::Unchanged(j) | Outcome::Changed { job: j, .. } => j,
+        }
+    }
+}
+
+/// The ledger periods (of `job.provider`) whose rows [`apply`] reads for
+/// `op`: a backend fetches exactly these before calling it.
+pub fn ledger_periods(job: &Job, op: &LedgerOp) -> Vec<String> {
+    let held = || {
+        job.budget_period
+            .clone()
+            .filter(|_| job.credits_reserved > 0)
+    };
+    match op {
+        LedgerOp::None => vec![],
+        LedgerOp::Reserve { period, .. } => {
+            let mut v: Vec<String> = held().into_iter().collect();
+            if !v.contains(period) {
+                v.push(period.clone());
+            }
+            v
+        }
+        LedgerOp::Settle { .. } | LedgerOp::Refund { .. } => {
+            vec![job.budget_period.clone().unwrap_or_else(|| "total".into())]
+        }
+        LedgerOp::Release => job.budget_period.clone().into_iter().collect(),
+    }
+}
+
+/// Applies `change` to `current` (a job expected in `expect`) at time
+/// `now`. `ledger` gives the current row of each period
+/// [`ledger_periods`] named. Every check, the budget included, happens
+/// before anything is returned to write, so a refused change writes nothing.
+pub fn apply(
+    current: &Job,
+    expect: JobState,
+    change: &Change,
+    now: &str,
+    ledger: &dyn Fn(&str) -> LedgerEntry,
+) -> Result<Outcome, Refusal> {
+    if current.state != expect {
+        return Err(Refusal::StateMismatch {
+            key: current.key.clone(),
+            expected: expect,
+            actual: current.state,
+        });
+    }
+    if change.to != expect && !expect.can_become(change.to) {
+        return Err(Refusal::Illegal(TransitionError {
+            key: current.key.clone(),
+            from: expect,
+            to: change.to,
+        }));
+    }
+    let mut job = current.clone();
+    change.patch.apply(&mut job);
+    job.state = change.to;
+    if change.to != JobState::Queued {
+        job.held_by = None;
+    }
+    // A poll that changed nothing writes nothing: idle polling should not
+    // cost a store write (and a flush's share) per job.
+    if change.to == expect && change.ledger == LedgerOp::None && job == *current {
+        return Ok(Outcome::Unchanged(job));
+    }
+    job.updated_at = now.to_string();
+    let rows = plan_ledger(&mut job, &change.ledger, ledger)?;
+    let entry = (change.to != expect).then(|| Transition {
+        at: now.to_string(),
+        from: Some(expect),
+        to: change.to,
+        note: change.note.clone(),
+    });
+    Ok(Outcome::Changed {
+        job,
+        entry,
+        ledger: rows,
+    })
+}
+
+/// The ledger rows a change writes, with the job's credit fields updated;
+/// refuses if a reservation would exceed the limit.
+fn plan_ledger(
+    job: &mut Job,
+    op: &LedgerOp,
+    lookup: &dyn Fn(&str) -> LedgerEntry,
+) -> Result<Vec<(String, LedgerEntry)>, Refusal> {
+    let mut rows: Vec<(String, LedgerEntry)> = Vec::new();
+    let get = |rows: &Vec<(String, LedgerEntry)>, p: &str| {
+        rows.iter()
+            .find(|(rp, _)| rp == p)
+            .map_or_else(|| lookup(p), |(_, e)| *e)
+    };
+    let set = |rows: &mut Vec<(String, LedgerEntry)>, p: String, e: LedgerEntry| match rows
+        .iter_mut()
+        .find(|(rp, _)| *rp == p)
+    {
+        Some(slot) => slot.1 = e,
+        None => rows.push((p, e)),
+    };
+    match op {
+        LedgerOp::None => {}
+        LedgerOp::Reserve {
+            period,
+            amount,
+            limit,
+        } => {
+            // A job never holds two reservations: release any old one.
+            if let Some(old) = job
+                .budget_period
+                .clone()
+                .filter(|_| job.credits_reserved > 0)
+            {
+                let mut e = get(&rows, &old);
+                e.reserved = e.reserved.saturating_sub(job.credits_reserved);
+                set(&mut rows, old, e);
+                job.credits_reserved = 0;
+            }
+            let mut e = get(&rows, period);
+            if let Some(limit) = *limit {
+                if e.used().saturating_add(*amount) > limit {
+                    return Err(Refusal::OverBudget {
+                        provider: job.provider.clone(),
+                        period: period.clone(),
+                        used: e.used(),
+                        limit,
+                        amount: *amount,
+                    });
+                }
+            }
+            e.reserved = e.reserved.saturating_add(*amount);
+            set(&mut rows, period.clone(), e);
+            job.credits_reserved = *amount;
+            job.budget_period = Some(period.clone());
+        }
+        LedgerOp::Settle { charged } => {
+            let period = job.budget_period.clone().unwrap_or_else(|| "total".into());
+            let mut e = get(&rows, &period);
+            e.reserved = e.reserved.saturating_sub(job.credits_reserved);
+            e.charged = e.charged.saturating_add(*charged);
+            set(&mut rows, period.clone(), e);
+            job.credits_reserved = 0;
+            job.credits_charged = job.credits_charged.saturating_add(*charged);
+            job.budget_period = Some(period);
+        }
+        LedgerOp::Release => {
+            if let Some(period) = job.budget_period.clone() {
+                let mut e = get(&rows, &period);
+                e.reserved = e.reserved.saturating_sub(job.credits_reserved);
+                set(&mut rows, period, e);
+            }
+            job.credits_reserved = 0;
+        }
+        LedgerOp::Refund { amount } => {
+            let period = job.budget_period.clone().unwrap_or_else(|| "total".into());
+            let amount = (*amount).min(job.credits_charged);
+            let mut e = get(&rows, &period);
+            e.charged = e.charged.saturating_sub(amount);
+            set(&mut rows, period, e);
+            job.credits_charged -= amount;
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::JobSpec;
+
+    fn job(state: JobState) -> Job {
+        let spec = JobSpec {
+            key: "k".into(),
+            provider: "p".into(),
+            priority: 0,
+            params: serde_json::json!({}),
+        };
+        let mut j = Job::from_spec(spec, 1, "t0");
+        j.state = state;
+        j
+    }
+
+    #[test]
+    fn the_periods_read_are_the_periods_written() {
+        let mut j = job(JobState::Queued);
+        let reserve = LedgerOp::Reserve {
+            period: "2026-12".into(),
+            amount: 5,
+            limit: Some(10),
+        };
+        let change = Change::to(JobState::Submitting, "d").ledger(reserve.clone());
+        let out = apply(&j, JobState::Queued, &change, "t1", &|_| {
+            LedgerEntry::default()
+        })
+        .unwrap();
+        let Outcome::Changed {
+            job: after, ledger, ..
+        } = out
+        else {
+            panic!("changed")
+        };
+        assert_eq!(ledger_periods(&j, &reserve), vec!["2026-12".to_string()]);
+        assert_eq!(
+            ledger,
+            vec![(
+                "2026-12".into(),
+                LedgerEntry {
+                    reserved: 5,
+                    charged: 0
+                }
+            )]
+        );
+        // A second reservation in a new period releases the first.
+        j = after;
+        j.state = JobState::Queued;
+        let next = LedgerOp::Reserve {
+            period: "2027-01".into(),
+            amount: 3,
+            limit: None,
+        };
+        assert_eq!(
+            ledger_periods(&j, &next),
+            vec!["2026-12".to_string(), "2027-01".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_field_only_change_that_changes_nothing_writes_nothing() {
+        let j = job(JobState::Pending);
+        let patch = Patch {
+            provider_status: Some(None),
+            ..Patch::default()
+        };
+        let change = Change::to(JobState::Pending, "").patch(patch);
+        let out = apply(&j, JobState::Pending, &change, "t1", &|_| {
+            LedgerEntry::default()
+        })
+        .unwrap();
+        assert!(matches!(out, Outcome::Unchanged(_)));
+    }
+}

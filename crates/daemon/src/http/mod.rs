@@ -1,0 +1,173 @@
+//! The daemon's HTTP surface: the control API the CLI and scripts use, the
+//! Prometheus endpoint and the webhook receiver. Webhooks never write a job's
+//! state: a verified one makes the job due for a poll, an unsigned one is a
+//! hint rate-limited by the poll schedule.
+//!
+//! Every error answer, including the router's own (unknown route, wrong
+//! method, body too large, bad query), is `{"error": {"code", "message"}}`.
+//! With `daemon.auth_token_file` set, every route but `/healthz` and
+//! `/webhooks/*` needs `Authorization: Bearer <token>`.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+use switchyard_api::{BatchBody, ErrorBody, ErrorDetail, ProviderView};
+use switchyard_core::JobState;
+use switchyard_engine::{Engine, EngineError, Health, WebhookOutcome};
+use switchyard_store::Filter;
+
+mod auth;
+mod errors;
+mod metrics;
+
+pub use auth::Auth;
+use errors::{json_errors, ApiError};
+
+/// Largest request body accepted (a batch of many thousand jobs fits).
+pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+pub fn router(rt: Engine, auth: Arc<Auth>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/jobs", get(list_jobs).post(post_jobs))
+        .route("/v1/jobs/{key}", get(get_job).delete(cancel_job))
+        .route("/v1/jobs/{key}/retry", post(retry_job))
+        .route("/v1/providers", get(providers))
+        .route("/webhooks/{provider}", post(webhook))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(auth, auth::require_token))
+        .with_state(rt)
+}
+
+/// 200 while the store answers and its last durable write succeeded;
+/// 503 with the reason otherwise (a supervisor can restart on it).
+async fn healthz(State(rt): State<Engine>) -> Response {
+    match rt.health().await {
+        Health::Ok => "ok\n".into_response(),
+        Health::StoreFailing(why) => {
+            ApiError::new(503, "unavailable", format!("the store is failing: {why}"))
+                .into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    provider: Option<String>,
+}
+
+async fn list_jobs(
+    State(rt): State<Engine>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let state = match q.state.as_deref() {
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|m| ApiError::new(400, "bad_request", m))?,
+        ),
+        None => None,
+    };
+    let jobs = rt
+        .jobs(&Filter {
+            state,
+            provider: q.provider,
+        })
+        .await?;
+    Ok(Json(jobs).into_response())
+}
+
+async fn get_job(State(rt): State<Engine>, Path(key): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(rt.job(&key).await?).into_response())
+}
+
+async fn cancel_job(
+    State(rt): State<Engine>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(rt.cancel(&key).await?).into_response())
+}
+
+async fn retry_job(
+    State(rt): State<Engine>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(rt.retry(&key).await?).into_response())
+}
+
+async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
+    let parsed: BatchBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(
+                400,
+                "bad_request",
+                format!("body is not a batch ({{\"jobs\": [...]}}): {e}"),
+            )
+            .into_response()
+        }
+    };
+    match rt.intake(parsed.jobs).await {
+        Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
+        Err(EngineError::Invalid(problems)) => {
+            let n = problems.len();
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    code: "invalid_batch".into(),
+                    message: format!("the batch was rejected whole: {n} problem(s)"),
+                    problems: Some(problems),
+                },
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn providers(State(rt): State<Engine>) -> Result<Json<Vec<ProviderView>>, ApiError> {
+    Ok(Json(rt.providers().await?))
+}
+
+async fn metrics(State(rt): State<Engine>) -> Result<Response, ApiError> {
+    let snap = rt.metrics().await?;
+    let text = metrics::render(snap, &rt.provider_names())
+        .map_err(|e| ApiError::new(500, "internal", format!("encoding metrics: {e}")))?;
+    Ok((
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn webhook(
+    State(rt): State<Engine>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match rt.webhook(&provider, &headers, &body, now) {
+        // Same answer as an ignored unknown job: nothing leaks.
+        WebhookOutcome::UnknownProvider => StatusCode::NOT_FOUND.into_response(),
+        WebhookOutcome::Rejected(why) => {
+            tracing::warn!(%provider, "webhook rejected: {why}");
+            ApiError::new(401, "unauthorized", "invalid webhook signature").into_response()
+        }
+        WebhookOutcome::Accepted => StatusCode::ACCEPTED.into_response(),
+    }
+}

@@ -1,0 +1,25 @@
+//! What an engine command can answer besides success. The HTTP edge maps
+//! each to a status; the CLI to an exit code. Nothing here knows either.
+
+use switchyard_api::Problem;
+use switchyard_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no job with key {0:?}")]
+    NotFound(String),
+    /// The job is not in a state where the command applies.
+    #[error("{0}")]
+    Conflict(String),
+    /// The batch was rejected whole.
+    #[error("the batch was rejected whole: {} problem(s)", .0.len())]
+    Invalid(Vec<Problem>),
+    /// Shutting down: try again after the restart.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The provider answered with an error the command cannot get past.
+    #[error("{0}")]
+    Provider(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,175 @@
+//! What every surface shows (the API, the CLI, `watch`, the dashboard):
+//! jobs with what is known only in memory (live progress, why a queued job
+//! waits), providers with their limits and budget, and the engine's health.
+
+use crate::limits::{lock, read};
+use crate::poller::Sched;
+use crate::{Engine, EngineError, Shared};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use switchyard_api::{JobDetail, ProviderView};
+use switchyard_core::{Job, JobState};
+use switchyard_store::{Filter, StoreError};
+
+/// Whether the store has been failing: set by any failed durable write,
+/// cleared by the next one that succeeds.
+#[derive(Default)]
+pub(crate) struct StoreHealth {
+    failing: Mutex<Option<String>>,
+}
+
+impl StoreHealth {
+    pub(crate) fn failed(&self, what: &str, e: &StoreError) {
+        *lock(&self.failing) = Some(format!("{what}: {e}"));
+    }
+
+    pub(crate) fn ok(&self) {
+        let mut f = lock(&self.failing);
+        if f.is_some() {
+            tracing::info!("the store answers again");
+            *f = None;
+        }
+    }
+}
+
+/// The engine's health as `/healthz` and the watchdog see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// The last durable write failed: what, and why.
+    StoreFailing(String),
+}
+
+impl Shared {
+    /// Queued jobs of one provider, from the store's live counts.
+    pub(crate) async fn queued(&self, provider: &str) -> u64 {
+        match self.store.counts().await {
+            Ok(c) => c
+                .iter()
+                .find(|c| c.provider == provider && c.state == JobState::Queued)
+                .map_or(0, |c| c.jobs),
+            Err(_) => 0,
+        }
+    }
+
+    /// `held_by` is derived: a queued job waits for what its provider's
+    /// queue head waits for.
+    fn show_hold(&self, job: &mut Job) {
+        job.held_by = match job.state {
+            JobState::Queued => self.providers.get(&job.provider).and_then(|p| p.hold()),
+            _ => None,
+        };
+    }
+
+    /// Shows on these jobs the progress reports kept with the poll schedule
+    /// (see [`crate::poller::LiveReport`]); asks only for the live ones.
+    async fn show_live(&self, jobs: &mut [Job]) {
+        let keys: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.state.is_live())
+            .map(|j| j.key.clone())
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.sched.send(Sched::Peek { keys, reply }).is_err() {
+            return;
+        }
+        let live: HashMap<_, _> = rx.await.unwrap_or_default();
+        for j in jobs {
+            if let Some(r) = live.get(&j.key) {
+                r.apply_to(j);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Jobs as users see them: stored, with live progress and holds.
+    pub async fn jobs(&self, filter: &Filter) -> Result<Vec<Job>, EngineError> {
+        let s = &self.shared;
+        let mut jobs = s.store.list(filter).await?;
+        s.show_live(&mut jobs).await;
+        for j in &mut jobs {
+            s.show_hold(j);
+        }
+        Ok(jobs)
+    }
+
+    /// One job with its history.
+    pub async fn job(&self, key: &str) -> Result<JobDetail, EngineError> {
+        let s = &self.shared;
+        let mut job = s
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(key.into()))?;
+        s.show_hold(&mut job);
+        s.show_live(std::slice::from_mut(&mut job)).await;
+        let history = s.store.history(key).await?;
+        Ok(JobDetail { job, history })
+    }
+
+    /// Every provider's limits, in-flight jobs, budget and health.
+    pub async fn providers(&self) -> Result<Vec<ProviderView>, EngineError> {
+        let s = &self.shared;
+        let counts = s.store.counts().await?;
+        let mut out = Vec::new();
+        for (name, p) in &s.providers {
+            let (rate_limit, max_in_flight, budget) = {
+                let l = read(&p.limits);
+                (l.rate_limit, l.max_in_flight, l.budget.clone())
+            };
+            let period_id = budget
+                .as_ref()
+                .map(|b| b.current_period())
+                .unwrap_or_else(|| "total".into());
+            let entry = s.store.ledger(name, &period_id).await?;
+            let cooldown = p.cooldown_remaining();
+            let paused = p.paused.load(Ordering::Relaxed);
+            let queued = counts
+                .iter()
+                .find(|c| c.provider == *name && c.state == JobState::Queued)
+                .map_or(0, |c| c.jobs);
+            out.push(ProviderView {
+                name: name.clone(),
+                kind: p.adapter.kind().to_string(),
+                rate_limit,
+                max_in_flight,
+                in_flight: p.in_flight.load(Ordering::Relaxed),
+                budget_credits: budget.as_ref().map(|b| b.credits),
+                budget_period: budget.as_ref().map(|_| period_id.clone()),
+                budget_used: entry.charged,
+                budget_reserved: entry.reserved,
+                budget_left: budget.as_ref().map(|b| entry.headroom(b.credits)),
+                paused,
+                cooldown_ms: cooldown.map(|d| d.as_millis() as u64),
+                health: if paused {
+                    "paused (402)".into()
+                } else if let Some(cd) = cooldown {
+                    format!("cooling down (429), {:.1}s left", cd.as_secs_f64())
+                } else {
+                    "ok".into()
+                },
+                queued,
+                requests: p.counters.requests.load(Ordering::Relaxed),
+                rate_limited: p.counters.rate_limited.load(Ordering::Relaxed),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Ok unless the last durable write failed; asks the store once, so a
+    /// wedged store shows as a health check that does not return.
+    pub async fn health(&self) -> Health {
+        if let Err(e) = self.shared.store.get("").await {
+            return Health::StoreFailing(format!("reading: {e}"));
+        }
+        match lock(&self.shared.health.failing).clone() {
+            Some(why) => Health::StoreFailing(why),
+            None => Health::Ok,
+        }
+    }
+}
