@@ -2,12 +2,13 @@
 //! prints the daemon's JSON and nothing else on stdout.
 
 use crate::batch::{self, Problem};
+use crate::output::{print_table, settled};
 use crate::Invalid;
 use anyhow::{anyhow, bail, Context};
 use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_api::{BatchAnswer, BatchBody, ProviderView};
-use switchyard_core::{Job, JobState, Secret};
+use switchyard_core::{Job, Secret};
 
 #[derive(Clone)]
 pub struct Client {
@@ -236,7 +237,7 @@ pub async fn submit(
 /// Follows jobs until each is terminal or uncertain.
 pub async fn wait_for(client: &Client, keys: &[String], show: bool) -> anyhow::Result<Vec<Job>> {
     let set: std::collections::HashSet<&String> = keys.iter().collect();
-    let bar = show.then(|| crate::watch::bar(keys.len() as u64));
+    let bar = show.then(|| crate::output::bar(keys.len() as u64));
     loop {
         let jobs: Vec<Job> = client
             .jobs(None, None)
@@ -247,7 +248,7 @@ pub async fn wait_for(client: &Client, keys: &[String], show: bool) -> anyhow::R
         let done = jobs.iter().filter(|j| settled(j.state)).count();
         if let Some(b) = &bar {
             b.set_position(done as u64);
-            b.set_message(crate::watch::summary(&jobs));
+            b.set_message(crate::output::summary(&jobs));
         }
         if done == jobs.len() {
             if let Some(b) = &bar {
@@ -256,103 +257,5 @@ pub async fn wait_for(client: &Client, keys: &[String], show: bool) -> anyhow::R
             return Ok(jobs);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-pub fn settled(s: JobState) -> bool {
-    s.is_terminal() || s == JobState::Uncertain
-}
-
-pub fn print_table(jobs: &[Job]) {
-    let rows: Vec<[String; 7]> = jobs
-        .iter()
-        .map(|j| {
-            let credits = if j.credits_charged > 0 || j.credits_reserved == 0 {
-                j.credits_charged.to_string()
-            } else {
-                format!("{} reserved", j.credits_reserved)
-            };
-            let state = match (j.state, j.held_by) {
-                (JobState::Queued, Some(h)) => format!(
-                    "queued ({})",
-                    serde_json::to_value(h)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                ),
-                (s, _) => s.to_string(),
-            };
-            [
-                j.key.clone(),
-                j.provider.clone(),
-                state,
-                j.provider_job_id.clone().unwrap_or_else(|| "-".into()),
-                j.progress
-                    .map(|p| format!("{p}%"))
-                    .unwrap_or_else(|| "-".into()),
-                credits,
-                j.output_urls
-                    .first()
-                    .cloned()
-                    .or_else(|| {
-                        j.error
-                            .as_ref()
-                            .map(|e| format!("error {}: {}", e.code, e.message))
-                    })
-                    .unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    let head = [
-        "KEY",
-        "PROVIDER",
-        "STATE",
-        "PROVIDER JOB",
-        "PROGRESS",
-        "CREDITS",
-        "OUTPUT / ERROR",
-    ];
-    let mut w = head.map(|h| h.len());
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: [&str; 7]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == 6 {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<width$}  ", width = w[i]));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(head);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
-    }
-}
-
-pub fn print_providers(views: &[ProviderView]) {
-    println!(
-        "{:<10} {:<8} {:<16} {:>9} {:>7} {:>22} HEALTH",
-        "PROVIDER", "KIND", "RATE", "IN FLIGHT", "QUEUED", "BUDGET used/res/left"
-    );
-    for v in views {
-        let rate = match (v.rate_limit.per_second, v.rate_limit.per_minute) {
-            (Some(s), _) => format!("{s}/s burst {}", v.rate_limit.burst.unwrap_or(1)),
-            (None, Some(m)) => format!("{m}/min burst {}", v.rate_limit.burst.unwrap_or(1)),
-            _ => "default".into(),
-        };
-        let budget = match v.budget_left {
-            Some(left) => format!("{}/{}/{}", v.budget_used, v.budget_reserved, left),
-            None => format!("{}/{}/unlimited", v.budget_used, v.budget_reserved),
-        };
-        println!(
-            "{:<10} {:<8} {:<16} {:>4}/{:<4} {:>7} {:>22} {}",
-            v.name, v.kind, rate, v.in_flight, v.max_in_flight, v.queued, budget, v.health
-        );
     }
 }

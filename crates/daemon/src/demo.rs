@@ -3,7 +3,7 @@
 //! surface) against the built-in simulator on loopback, then checks every job
 //! against what the simulator scripted for it.
 
-use crate::client::{self, Client};
+use crate::client::Client;
 use crate::config::{Config, PollConfig, ProviderConfig, RateLimit};
 use crate::serve::Daemon;
 use anyhow::{anyhow, bail, Context};
@@ -104,7 +104,7 @@ pub async fn run(batch_file: Option<PathBuf>, timeout: Duration) -> anyhow::Resu
             )
         })??;
     println!();
-    client::print_table(&jobs);
+    crate::output::print_table(&jobs);
 
     // Compare with what the simulator scripted for each job.
     let scripted: HashMap<String, String> = sim
@@ -175,12 +175,15 @@ pub async fn run(batch_file: Option<PathBuf>, timeout: Duration) -> anyhow::Resu
 
 async fn follow(client: &Client, keys: &[String]) -> anyhow::Result<Vec<switchyard_core::Job>> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let bar = crate::watch::bar(keys.len() as u64);
+    let bar = crate::output::bar(keys.len() as u64);
     let mut last_print = Instant::now() - Duration::from_secs(10);
     loop {
         let jobs = client.jobs(None, None).await?;
-        let done = jobs.iter().filter(|j| client::settled(j.state)).count();
-        let summary = crate::watch::summary(&jobs);
+        let done = jobs
+            .iter()
+            .filter(|j| crate::output::settled(j.state))
+            .count();
+        let summary = crate::output::summary(&jobs);
         bar.set_position(done as u64);
         bar.set_message(summary.clone());
         if !tty && last_print.elapsed() >= Duration::from_secs(2) {

@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod demo;
 mod http;
+mod output;
 
 mod serve;
 mod watch;
@@ -390,7 +391,7 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             if json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
-                client::print_table(&jobs);
+                output::print_table(&jobs);
             }
             Ok(())
         }
@@ -400,7 +401,7 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let job: switchyard_core::Job = serde_json::from_value(v.clone())?;
-                client::print_table(std::slice::from_ref(&job));
+                output::print_table(std::slice::from_ref(&job));
                 println!("\nhistory:");
                 for h in v["history"].as_array().into_iter().flatten() {
                     println!(
@@ -427,7 +428,7 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             if json {
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
-                client::print_providers(&views);
+                output::print_providers(&views);
             }
             Ok(())
         }

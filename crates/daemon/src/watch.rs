@@ -2,7 +2,8 @@
 //! draws only on a terminal; elsewhere (CI, pipes) a plain line is printed
 //! now and then so logs still show progress.
 
-use crate::client::{settled, Client};
+use crate::client::Client;
+use crate::output::settled;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,42 +11,6 @@ use std::time::{Duration, Instant};
 use switchyard_api::ProviderView;
 use switchyard_core::{Job, JobState};
 
-pub fn bar(len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} finished  {msg}",
-    ) {
-        b.set_style(style);
-    }
-    b.enable_steady_tick(std::time::Duration::from_millis(200));
-    b
-}
-
-/// "ugen: 2 processing, 1 completed | viggle: ..."
-pub fn summary(jobs: &[Job]) -> String {
-    let mut by: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
-    for j in jobs {
-        *by.entry(j.provider.as_str())
-            .or_default()
-            .entry(j.state.to_string())
-            .or_default() += 1;
-    }
-    by.iter()
-        .map(|(p, m)| {
-            let parts: Vec<String> = m.iter().map(|(s, n)| format!("{n} {s}")).collect();
-            format!("{p}: {}", parts.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
-/// `switchyard watch`: one bar per provider (finished of watched) and one
-/// line per job in flight, until every job that was live (or that appears
-/// meanwhile) has ended; then the table of those jobs. Not on a terminal,
-/// a plain status line every few seconds and a line per state change.
 pub async fn run(client: &Client) -> anyhow::Result<()> {
     let first = client.jobs(None, None).await?;
     let mut watched: BTreeMap<String, Job> = first
@@ -84,7 +49,7 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
     }
     view.finish();
     let jobs: Vec<Job> = watched.into_values().collect();
-    crate::client::print_table(&jobs);
+    crate::output::print_table(&jobs);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use crate::error::EngineError;
 use crate::limits::ProviderRt;
-use crate::poller::Sched;
+use crate::sched::Sched;
 use crate::{Engine, ProviderLimits, Shared};
 use std::collections::BTreeMap;
 use std::sync::Arc;

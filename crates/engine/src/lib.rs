@@ -19,22 +19,25 @@ mod commands;
 pub mod config;
 mod dispatch;
 mod error;
+mod health;
 pub mod inbox;
 mod limits;
 mod metrics;
 mod poller;
+mod record;
 mod results;
+mod sched;
 mod submit;
 mod views;
 
 pub use commands::WebhookOutcome;
 pub use config::{EngineConfig, ProviderLimits, ProviderSetup};
 pub use error::EngineError;
+pub use health::Health;
 pub use metrics::{HistogramValues, MetricsSnapshot, ProviderCounters};
-pub use views::Health;
 
 use limits::ProviderRt;
-use poller::Sched;
+use sched::Sched;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +69,7 @@ pub(crate) struct Shared {
     /// Present when results are downloaded.
     pub(crate) downloads: Option<Arc<results::Downloader>>,
     pub(crate) lease: Lease,
-    pub(crate) health: views::StoreHealth,
+    pub(crate) health: health::StoreHealth,
     pub(crate) metrics: metrics::Metrics,
 }
 
@@ -112,7 +115,7 @@ impl Engine {
             sched: tx,
             downloads,
             lease,
-            health: views::StoreHealth::default(),
+            health: health::StoreHealth::default(),
             metrics: metrics::Metrics::default(),
         });
         tokio::spawn(poller::scheduler(shared.clone(), rx));

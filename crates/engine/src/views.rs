@@ -2,44 +2,14 @@
 //! jobs with what is known only in memory (live progress, why a queued job
 //! waits), providers with their limits and budget, and the engine's health.
 
-use crate::limits::{lock, read};
-use crate::poller::Sched;
+use crate::limits::read;
+use crate::sched::Sched;
 use crate::{Engine, EngineError, Shared};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use switchyard_api::{JobDetail, ProviderView};
 use switchyard_core::{Job, JobState};
-use switchyard_store::{Filter, StoreError};
-
-/// Whether the store has been failing: set by any failed durable write,
-/// cleared by the next one that succeeds.
-#[derive(Default)]
-pub(crate) struct StoreHealth {
-    failing: Mutex<Option<String>>,
-}
-
-impl StoreHealth {
-    pub(crate) fn failed(&self, what: &str, e: &StoreError) {
-        *lock(&self.failing) = Some(format!("{what}: {e}"));
-    }
-
-    pub(crate) fn ok(&self) {
-        let mut f = lock(&self.failing);
-        if f.is_some() {
-            tracing::info!("the store answers again");
-            *f = None;
-        }
-    }
-}
-
-/// The engine's health as `/healthz` and the watchdog see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    Ok,
-    /// The last durable write failed: what, and why.
-    StoreFailing(String),
-}
+use switchyard_store::Filter;
 
 impl Shared {
     /// Queued jobs of one provider, from the store's live counts.
@@ -63,7 +33,7 @@ impl Shared {
     }
 
     /// Shows on these jobs the progress reports kept with the poll schedule
-    /// (see [`crate::poller::LiveReport`]); asks only for the live ones.
+    /// (see [`crate::sched::LiveReport`]); asks only for the live ones.
     async fn show_live(&self, jobs: &mut [Job]) {
         let keys: Vec<String> = jobs
             .iter()
@@ -159,17 +129,5 @@ impl Engine {
             });
         }
         Ok(out)
-    }
-
-    /// Ok unless the last durable write failed; asks the store once, so a
-    /// wedged store shows as a health check that does not return.
-    pub async fn health(&self) -> Health {
-        if let Err(e) = self.shared.store.get("").await {
-            return Health::StoreFailing(format!("reading: {e}"));
-        }
-        match lock(&self.shared.health.failing).clone() {
-            Some(why) => Health::StoreFailing(why),
-            None => Health::Ok,
-        }
     }
 }

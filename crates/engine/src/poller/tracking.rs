@@ -2,7 +2,7 @@
 //! slab, found by key or by provider id, and the live reports' words kept
 //! once. Measured for 100,000 live jobs: every byte here is paid per job.
 
-use super::LiveReport;
+use crate::sched::LiveReport;
 use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -1,0 +1,143 @@
+//! What the CLI prints for people: job tables, provider tables, progress
+//! bars and one-line summaries. Used by `submit --wait`, `jobs`,
+//! `providers`, `watch` and the demo; it calls no daemon.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use switchyard_api::ProviderView;
+use switchyard_core::{Job, JobState};
+
+pub fn bar(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} finished  {msg}",
+    ) {
+        b.set_style(style);
+    }
+    b.enable_steady_tick(std::time::Duration::from_millis(200));
+    b
+}
+
+/// "ugen: 2 processing, 1 completed | viggle: ..."
+pub fn summary(jobs: &[Job]) -> String {
+    let mut by: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
+    for j in jobs {
+        *by.entry(j.provider.as_str())
+            .or_default()
+            .entry(j.state.to_string())
+            .or_default() += 1;
+    }
+    by.iter()
+        .map(|(p, m)| {
+            let parts: Vec<String> = m.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            format!("{p}: {}", parts.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// `switchyard watch`: one bar per provider (finished of watched) and one
+/// line per job in flight, until every job that was live (or that appears
+/// meanwhile) has ended; then the table of those jobs. Not on a terminal,
+/// a plain status line every few seconds and a line per state change.
+pub fn settled(s: JobState) -> bool {
+    s.is_terminal() || s == JobState::Uncertain
+}
+
+pub fn print_table(jobs: &[Job]) {
+    let rows: Vec<[String; 7]> = jobs
+        .iter()
+        .map(|j| {
+            let credits = if j.credits_charged > 0 || j.credits_reserved == 0 {
+                j.credits_charged.to_string()
+            } else {
+                format!("{} reserved", j.credits_reserved)
+            };
+            let state = match (j.state, j.held_by) {
+                (JobState::Queued, Some(h)) => format!(
+                    "queued ({})",
+                    serde_json::to_value(h)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                ),
+                (s, _) => s.to_string(),
+            };
+            [
+                j.key.clone(),
+                j.provider.clone(),
+                state,
+                j.provider_job_id.clone().unwrap_or_else(|| "-".into()),
+                j.progress
+                    .map(|p| format!("{p}%"))
+                    .unwrap_or_else(|| "-".into()),
+                credits,
+                j.output_urls
+                    .first()
+                    .cloned()
+                    .or_else(|| {
+                        j.error
+                            .as_ref()
+                            .map(|e| format!("error {}: {}", e.code, e.message))
+                    })
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let head = [
+        "KEY",
+        "PROVIDER",
+        "STATE",
+        "PROVIDER JOB",
+        "PROGRESS",
+        "CREDITS",
+        "OUTPUT / ERROR",
+    ];
+    let mut w = head.map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 6 {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(head);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
+    }
+}
+
+pub fn print_providers(views: &[ProviderView]) {
+    println!(
+        "{:<10} {:<8} {:<16} {:>9} {:>7} {:>22} HEALTH",
+        "PROVIDER", "KIND", "RATE", "IN FLIGHT", "QUEUED", "BUDGET used/res/left"
+    );
+    for v in views {
+        let rate = match (v.rate_limit.per_second, v.rate_limit.per_minute) {
+            (Some(s), _) => format!("{s}/s burst {}", v.rate_limit.burst.unwrap_or(1)),
+            (None, Some(m)) => format!("{m}/min burst {}", v.rate_limit.burst.unwrap_or(1)),
+            _ => "default".into(),
+        };
+        let budget = match v.budget_left {
+            Some(left) => format!("{}/{}/{}", v.budget_used, v.budget_reserved, left),
+            None => format!("{}/{}/unlimited", v.budget_used, v.budget_reserved),
+        };
+        println!(
+            "{:<10} {:<8} {:<16} {:>4}/{:<4} {:>7} {:>22} {}",
+            v.name, v.kind, rate, v.in_flight, v.max_in_flight, v.queued, budget, v.health
+        );
+    }
+}

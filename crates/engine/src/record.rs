@@ -1,0 +1,205 @@
+//! Recording what happened to a job: the provider's answer (and what it
+//! does to the ledger), the one way out of `submitting` (or of a live state
+//! on a timeout) when there is no answer to record, and what follows a
+//! write (durability, the in-flight slot, tracking, downloads).
+
+use crate::limits::ProviderRt;
+use crate::sched::Sched;
+use crate::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_core::{Attempts, Change, HeldBy, Job, JobError, JobState, LedgerOp, Patch};
+use switchyard_provider::{RemoteState, RemoteStatus};
+use switchyard_store::StoreError;
+
+/// How a job leaves `submitting` without a provider id.
+pub(crate) enum Leave {
+    /// Back to the queue: the provider did not keep the create.
+    Requeue {
+        why: &'static str,
+        held: Option<HeldBy>,
+    },
+    /// The provider refused it for good (or transient errors ran out).
+    Fail(JobError),
+    /// The create may have arrived and nobody can tell: never re-sent alone.
+    Uncertain { note: String, err: JobError },
+}
+
+impl Shared {
+    /// Starts the download of a completed job's outputs, if configured.
+    pub(crate) fn download(self: &Arc<Self>, job: &Job) {
+        if let Some(d) = self.downloads.clone() {
+            let s = self.clone();
+            let job = job.clone();
+            self.tracker
+                .spawn(async move { d.fetch_job(&s, &job).await });
+        }
+    }
+
+    pub(crate) fn track(&self, job: &Job, provider_job_id: &str) {
+        // The scheduler only stops after shutdown, when nothing is tracked.
+        let _ = self.sched.send(Sched::Track {
+            key: job.key.clone(),
+            provider: job.provider.clone(),
+            provider_job_id: provider_job_id.into(),
+            state: job.state,
+            elapsed: since_submitted(job),
+        });
+    }
+
+    /// The one way out of `submitting` without a provider id (and out of a
+    /// live state on a poll timeout): the change, made durable, then the
+    /// in-flight slot given back and the dispatcher woken. If the store
+    /// failed, the slot is given back all the same and the job stays where
+    /// it was in the store, where the next start reconciles it. If the job
+    /// was moved meanwhile (a cancel), whoever moved it gave the slot back.
+    pub(crate) async fn leave(&self, p: &ProviderRt, key: &str, from: JobState, how: Leave) {
+        let change = match how {
+            Leave::Requeue { why, held } => {
+                if held.is_some() {
+                    p.set_hold(held);
+                }
+                Change::to(JobState::Queued, why)
+                    .ledger(LedgerOp::Release)
+                    .patch(Patch {
+                        attempts: Some(Attempts::Decrement),
+                        ..Patch::default()
+                    })
+            }
+            Leave::Fail(err) => {
+                tracing::warn!(%key, code = %err.code, "job failed: {}", err.message);
+                let note = format!("{}: {}", err.code, err.message);
+                Change::to(JobState::Failed, note)
+                    .ledger(LedgerOp::Release)
+                    .patch(Patch {
+                        error: Some(Some(err)),
+                        ..Patch::default()
+                    })
+            }
+            Leave::Uncertain { note, err } => Change::to(JobState::Uncertain, note).patch(Patch {
+                error: Some(Some(err)),
+                ..Patch::default()
+            }),
+        };
+        match self.store.apply(key, from, change).await {
+            Ok(_) => {
+                self.durable("recording the end of a submission").await;
+            }
+            Err(e) if e.is_state_mismatch() => return,
+            Err(e) => self.store_failed(&format!("moving job {key} out of {from}"), &e),
+        }
+        self.release(p, key);
+    }
+
+    /// A job this engine no longer works on: its slot back, the dispatcher
+    /// woken, the poll schedule dropped.
+    pub(crate) fn release(&self, p: &ProviderRt, key: &str) {
+        p.release_slot();
+        p.wake.notify_one();
+        let _ = self.sched.send(Sched::Untrack { key: key.into() });
+    }
+
+    /// Records what the provider said about a job in state `from`. Returns
+    /// the job's new state, or `None` if the store refused (e.g. the job was
+    /// cancelled meanwhile) or failed.
+    pub(crate) async fn record(
+        self: &Arc<Self>,
+        p: &ProviderRt,
+        key: &str,
+        from: JobState,
+        st: RemoteStatus,
+    ) -> Option<JobState> {
+        let to: JobState = st.state.into();
+        let note = match &st.error {
+            Some(e) => format!("{} ({}: {})", st.raw_status, e.code, e.message),
+            None => st.raw_status.clone(),
+        };
+        let acknowledged = matches!(from, JobState::Submitting | JobState::Uncertain)
+            .then(switchyard_core::model::now_rfc3339);
+        let progress = if st.state == RemoteState::Completed {
+            Some(Some(100))
+        } else {
+            st.progress.map(Some)
+        };
+        let patch = Patch {
+            submitted_at: acknowledged.map(Some),
+            provider_job_id: Some(Some(st.provider_job_id.clone())),
+            provider_status: Some(Some(st.raw_status.clone())),
+            progress,
+            stage: st.stage.clone().map(Some),
+            output_urls: (!st.output_urls.is_empty()).then(|| st.output_urls.clone()),
+            error: st.error.clone().map(Some),
+            ..Patch::default()
+        };
+        let ledger = match self.ledger_for(key, to, &st).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.store_failed(&format!("reading job {key}"), &e);
+                return None;
+            }
+        };
+        let change = Change::to(to, note).ledger(ledger).patch(patch);
+        let job = match self.store.apply(key, from, change).await {
+            Ok(job) => job,
+            Err(e) if e.is_state_mismatch() => return None,
+            Err(e) => {
+                self.store_failed(&format!("recording the status of {key}"), &e);
+                return None;
+            }
+        };
+        if from == JobState::Submitting || to != from {
+            // Not durable: the job stays tracked (the write is staged and a
+            // later sync may succeed); health says the store is failing.
+            self.durable("recording a status").await;
+        }
+        if job.state.is_terminal() {
+            p.release_slot();
+            p.wake.notify_one();
+            tracing::info!(%key, state = %job.state, "job finished");
+            if job.state == JobState::Completed && !job.output_urls.is_empty() {
+                self.download(&job);
+            }
+        } else if from == JobState::Submitting || from == JobState::Uncertain {
+            self.track(&job, &st.provider_job_id);
+        }
+        Some(job.state)
+    }
+
+    /// What a status does to the ledger. A completion without a reported
+    /// charge is charged its reservation: the estimate is the best fact.
+    async fn ledger_for(
+        &self,
+        key: &str,
+        to: JobState,
+        st: &RemoteStatus,
+    ) -> Result<LedgerOp, StoreError> {
+        if !to.is_terminal() {
+            return Ok(LedgerOp::None);
+        }
+        let refunded = st.credits_refunded.unwrap_or(0);
+        Ok(match (to, st.credits_charged) {
+            (JobState::Completed, Some(c)) => LedgerOp::Settle {
+                charged: c.saturating_sub(refunded),
+            },
+            (JobState::Completed, None) => match self.store.get(key).await? {
+                Some(j) => LedgerOp::Settle {
+                    charged: j.credits_reserved.saturating_sub(refunded),
+                },
+                None => LedgerOp::Release,
+            },
+            (_, Some(c)) if c > refunded => LedgerOp::Settle {
+                charged: c - refunded,
+            },
+            _ => LedgerOp::Release,
+        })
+    }
+}
+
+/// Time since the provider acknowledged the job (since intake for records
+/// written before `submitted_at` existed).
+pub(crate) fn since_submitted(job: &Job) -> Duration {
+    humantime::parse_rfc3339(job.submitted_at.as_deref().unwrap_or(&job.created_at))
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
