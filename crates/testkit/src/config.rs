@@ -28,15 +28,10 @@ pub struct P<'a> {
 
 impl Env {
     /// A fresh temporary directory and a free loopback port; no config
-    /// written yet ([`Env::write`]).
+    /// written yet ([`Env::write`]), so a store can be built under
+    /// [`Env::data_dir`] first.
     pub fn new() -> anyhow::Result<Env> {
-        Env::in_dir(tempfile::tempdir().context("creating a temporary directory")?)
-    }
-
-    /// Like [`Env::new`] in a directory that already holds something (a
-    /// store built beforehand under [`Env::data_dir`]): the port is chosen
-    /// now, as late as possible before the daemon binds it.
-    pub fn in_dir(dir: tempfile::TempDir) -> anyhow::Result<Env> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let addr = crate::free_addr().context("finding a free loopback port")?;
         Ok(Env {
             config: dir.path().join("switchyard.toml"),
@@ -52,10 +47,7 @@ impl Env {
 
     /// The address in [`Env::url`].
     pub fn addr(&self) -> anyhow::Result<SocketAddr> {
-        let hostport = self.url.trim_start_matches("http://");
-        hostport
-            .parse()
-            .with_context(|| format!("{}: not an http://IP:PORT URL", self.url))
+        url_addr(&self.url)
     }
 
     /// Writes the config: the daemon on [`Env::url`] with its data under
@@ -92,4 +84,11 @@ pub fn write_config(sim: &SimServer, providers: &[P<'_>], daemon_extra: &str) ->
     env.write(sim, providers, daemon_extra)
         .unwrap_or_else(|e| panic!("{e:#}"));
     env
+}
+
+/// The address of an `http://IP:PORT` URL, as [`Env::url`] is written.
+pub(crate) fn url_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    url.trim_start_matches("http://")
+        .parse()
+        .with_context(|| format!("{url}: not an http://IP:PORT URL"))
 }

@@ -6,7 +6,7 @@
 //! Waits are blocking (the tests call them from blocking code); async
 //! callers run them in `tokio::task::block_in_place` or `spawn_blocking`.
 
-use crate::config::{Env, KEY_ENV};
+use crate::config::{url_addr, Env, KEY_ENV};
 use anyhow::{anyhow, bail, Context};
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -71,12 +71,6 @@ fn send(pid: u32, flag: &str) -> anyhow::Result<()> {
         bail!("kill {flag} {pid}: {st}");
     }
     Ok(())
-}
-
-fn url_addr(url: &str) -> anyhow::Result<SocketAddr> {
-    url.trim_start_matches("http://")
-        .parse()
-        .with_context(|| format!("{url}: not an http://IP:PORT URL"))
 }
 
 /// True once an HTTP server answers on `addr` (any status). An accepted
