@@ -7,12 +7,12 @@
 
 mod common;
 
-use common::{cli, sigterm, Env, BIN};
+use common::{cli, sigterm, sim, start_daemon, Env, BIN};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use switchyard_core::{Job, JobState, ProviderKind};
-use switchyard_sim::{Scenario, SimServer};
+use switchyard_sim::SimServer;
 
 fn write_config(sim: &SimServer, max_in_flight: u32) -> Env {
     let poll =
@@ -36,10 +36,6 @@ fn write_config(sim: &SimServer, max_in_flight: u32) -> Env {
         ],
         "",
     )
-}
-
-fn start_daemon(env: &Env) -> Child {
-    common::start_daemon(env)
 }
 
 fn jobs(env: &Env) -> Vec<Job> {
@@ -73,9 +69,7 @@ fn batch_file(dir: &Path, n: usize) -> PathBuf {
     common::batch_file(dir, "batch.toml", &jobs)
 }
 
-fn scenario() -> Scenario {
-    Scenario::from_toml_str(
-        r#"
+const SCENARIO: &str = r#"
 seed = 3
 speedup = 10.0
 [providers.ugen]
@@ -84,16 +78,11 @@ failure_rate = 0.0
 [providers.viggle]
 duration = { median = "15s", sigma = 0.2, min = "10s", max = "25s" }
 failure_rate = 0.0
-"#,
-    )
-    .unwrap()
-}
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_batch_then_restart_loses_nothing_and_creates_nothing_twice() {
-    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())
-        .await
-        .unwrap();
+    let sim = sim(SCENARIO).await;
     let env = write_config(&sim, 3);
     let batch = batch_file(env.dir.path(), 16);
     let batch_s = batch.to_str().unwrap().to_string();
@@ -235,9 +224,7 @@ async fn sigterm_mid_batch_then_restart_loses_nothing_and_creates_nothing_twice(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_batch_is_rejected_whole_with_file_and_line() {
-    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), scenario())
-        .await
-        .unwrap();
+    let sim = sim(SCENARIO).await;
     let env = write_config(&sim, 3);
     let mut daemon = start_daemon(&env);
     let path = env.dir.path().join("bad.toml");
@@ -285,13 +272,9 @@ async fn invalid_batch_is_rejected_whole_with_file_and_line() {
 /// stored job must carry the final state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_of_a_running_job_is_shown_while_it_runs() {
-    let sc = Scenario::from_toml_str(
-        "seed = 5\n[providers.viggle]\nduration = { fixed = \"5s\" }\nfailure_rate = 0.0\n",
-    )
-    .unwrap();
-    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), sc)
-        .await
-        .unwrap();
+    let sim =
+        sim("seed = 5\n[providers.viggle]\nduration = { fixed = \"5s\" }\nfailure_rate = 0.0\n")
+            .await;
     let env = write_config(&sim, 3);
     let batch = common::batch_file(
         env.dir.path(),

@@ -7,11 +7,11 @@
 
 mod common;
 
-use common::{kill9, start_daemon, wait_settled, P};
+use common::{kill9, sim, start_daemon, wait_settled, P};
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
 use switchyard_core::{JobState, ProviderKind};
-use switchyard_sim::{Scenario, SimServer};
+use switchyard_sim::SimServer;
 
 const KINDS: [ProviderKind; 4] = [
     ProviderKind::Ugen,
@@ -31,15 +31,6 @@ fn jobs_for(kinds: &[ProviderKind], n: usize) -> Vec<(String, String, String)> {
             )
         })
         .collect()
-}
-
-async fn sim(toml: &str) -> SimServer {
-    SimServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Scenario::from_toml_str(toml).unwrap(),
-    )
-    .await
-    .unwrap()
 }
 
 /// SIGTERM must drain and exit 0; then the simulator stops.

@@ -8,65 +8,21 @@
 
 mod common;
 
-use common::{Env, Guard, BIN, P};
+use common::{sim, spawn, Daemon, Env, BIN, P};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_core::{Job, JobState, ProviderKind};
-use switchyard_sim::{Scenario, SimServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FAST_POLL: &str =
     "poll = { schedule = [\"200ms\", \"300ms\"], max = \"500ms\", timeout = \"5m\" }";
 
-async fn sim(toml: &str) -> SimServer {
-    SimServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Scenario::from_toml_str(toml).unwrap(),
-    )
-    .await
-    .unwrap()
-}
-
 /// Every provider finishes in a simulated 2 s (0.2 s real).
 const QUICK: &str = "seed = 1\nspeedup = 10.0\n[providers.ugen]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.viggle]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.ugclab]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n";
-
-/// A daemon child process with its stderr in a file.
-struct Daemon {
-    guard: Guard,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-static LOGS: AtomicUsize = AtomicUsize::new(0);
-
-fn spawn(env: &Env, vars: &[(&str, &str)]) -> Daemon {
-    let log = env.dir.path().join(format!(
-        "daemon-{}.log",
-        LOGS.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut cmd = Command::new(BIN);
-    cmd.args(["daemon", "--config"])
-        .arg(&env.config)
-        .env("E2E_KEY", "test-key")
-        .env("SWITCHYARD_LOG", "info,sled=warn,hyper=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    let guard = Guard(Some(cmd.spawn().unwrap()));
-    common::wait_listening(&env.url);
-    Daemon { guard, log }
-}
 
 /// Runs the CLI off the async workers (the simulator shares them).
 async fn cli(url: &str, args: &[&str]) -> Output {
@@ -83,14 +39,9 @@ async fn cli_env(url: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(BIN);
-        cmd.args(&args)
-            .args(["--daemon-url", &url])
-            .env_remove("SWITCHYARD_TOKEN_FILE");
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        common::cli_env(&url, &args, &vars)
     })
     .await
     .unwrap()

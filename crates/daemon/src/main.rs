@@ -2,9 +2,6 @@
 //! and the demo. `anyhow` lives only here, at the edge; exit codes are 0 for
 //! success, 1 for an operational failure, 2 for bad usage or invalid input.
 
-mod bench;
-mod bench_poll;
-mod bench_scale;
 mod check;
 mod client;
 mod config;
@@ -195,8 +192,8 @@ enum BenchCmd {
         #[arg(long, default_value_t = 400)]
         per_writer: usize,
     },
-    /// Issue 8: throughput, memory, idle CPU and restart time for 1k..100k jobs, beside ceilings from the same run.
-    Scale(bench_scale::ScaleOpts),
+    /// Throughput, memory, idle CPU and restart time for 1k..100k jobs, beside ceilings from the same run.
+    Scale(switchyard_bench::scale::ScaleOpts),
     /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
     Poll {
         #[arg(long, default_value_t = 1000)]
@@ -445,17 +442,17 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
                     per_writer,
                 },
         } => {
-            let f = bench::store(jobs, writers, per_writer).await?;
-            bench::print(&f);
+            let f = switchyard_bench::store::run(jobs, writers, per_writer).await?;
+            switchyard_bench::store::print(&f);
             Ok(())
         }
         Cmd::Bench {
             what: BenchCmd::Scale(opts),
-        } => bench_scale::run(opts).await,
+        } => switchyard_bench::scale::run(opts).await,
         Cmd::Bench {
             what: BenchCmd::Poll { jobs, seed },
         } => {
-            bench_poll::print(&bench_poll::run(jobs, seed));
+            switchyard_bench::poll::print(&switchyard_bench::poll::run(jobs, seed));
             Ok(())
         }
         Cmd::Sim { listen, scenario } => {

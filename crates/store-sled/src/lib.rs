@@ -25,8 +25,6 @@
 
 mod record;
 
-pub mod bench;
-
 pub use record::encode_record;
 
 use async_trait::async_trait;

@@ -1,6 +1,6 @@
 //! Resident memory per job of the store alone (no daemon): intake of N jobs
 //! in batches of 1,000, then each taken to `pending` as the daemon does.
-//! `MIMALLOC_PURGE_DELAY=0 cargo run --release -p switchyard-store-sled --example mem_store [JOBS]`
+//! `MIMALLOC_PURGE_DELAY=0 cargo run --release -p switchyard-bench --example mem_store [JOBS]`
 //! (the daemon runs with that setting; see its `main`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
@@ -14,9 +14,9 @@ use switchyard_store::Store;
 use switchyard_store_sled::SledStore;
 
 fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    switchyard_testkit::procfs::rss_kib(std::process::id())
+        .unwrap()
+        .0
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -1,13 +1,17 @@
-//! `switchyard bench store` (and `cargo run --release -p switchyard-store-sled --example bench_store`): the store's intake and durable-transition
+//! `switchyard bench store` (and `cargo run --release -p switchyard-bench --example bench_store`): the store's intake and durable-transition
 //! throughput, each printed beside a raw sled baseline measured in the same
 //! run with the same number of inserts and flushes, so the figure says what
 //! our layer costs rather than how fast this machine's disk is.
 
-use crate::SledStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_core::{Change, Job, JobSpec, JobState};
 use switchyard_store::{Store, StoreError};
+use switchyard_store_sled::SledStore;
+
+fn storage(e: sled::Error) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
 
 pub struct StoreFigures {
     pub jobs: usize,
@@ -43,10 +47,10 @@ pub async fn store(
     // Baseline: the same records (a job record with its first history
     // entry, and an index entry, per job) inserted straight into sled,
     // configured as the store configures it, as one batch, then one flush.
-    let raw_db = crate::sled_config(&tmp.join("raw"))
+    let raw_db = switchyard_store_sled::sled_config(&tmp.join("raw"))
         .open()
-        .map_err(crate::storage)?;
-    let raw = raw_db.open_tree("raw").map_err(crate::storage)?;
+        .map_err(storage)?;
+    let raw = raw_db.open_tree("raw").map_err(storage)?;
     let specs: Vec<JobSpec> = (0..jobs).map(spec).collect();
     let record = |s: &JobSpec| {
         let history = [switchyard_core::Transition {
@@ -55,7 +59,7 @@ pub async fn store(
             to: JobState::Queued,
             note: "accepted".into(),
         }];
-        crate::encode_record(
+        switchyard_store_sled::encode_record(
             &Job::from_spec(s.clone(), 0, "2026-11-23T00:00:00.000Z"),
             &history,
         )
@@ -67,8 +71,8 @@ pub async fn store(
         batch.insert(format!("j{}", s.key).as_bytes(), record(s)?);
         batch.insert(format!("i{}", s.key).as_bytes(), s.key.as_bytes());
     }
-    raw.apply_batch(batch).map_err(crate::storage)?;
-    raw_db.flush_async().await.map_err(crate::storage)?;
+    raw.apply_batch(batch).map_err(storage)?;
+    raw_db.flush_async().await.map_err(storage)?;
     let intake_raw = t.elapsed();
 
     let store = SledStore::open(&tmp.join("store"))?;
@@ -129,18 +133,18 @@ pub async fn store(
     let t = Instant::now();
     for i in 0..transitions {
         raw.insert(format!("t{i:09}").as_bytes(), &sample[..])
-            .map_err(crate::storage)?;
+            .map_err(storage)?;
         raw.insert(format!("x{i:09}").as_bytes(), &b"bench-0000000"[..])
-            .map_err(crate::storage)?;
+            .map_err(storage)?;
         if i > 0 {
             raw.remove(format!("x{:09}", i - 1).as_bytes())
-                .map_err(crate::storage)?;
+                .map_err(storage)?;
         }
         if (i + 1) % per_flush == 0 {
-            raw_db.flush_async().await.map_err(crate::storage)?;
+            raw_db.flush_async().await.map_err(storage)?;
         }
     }
-    raw_db.flush_async().await.map_err(crate::storage)?;
+    raw_db.flush_async().await.map_err(storage)?;
     let raw_time = t.elapsed();
     Ok(StoreFigures {
         jobs,

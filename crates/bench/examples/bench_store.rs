@@ -1,5 +1,5 @@
 //! The store benchmark without building the daemon:
-//! `cargo run --release -p switchyard-store-sled --example bench_store [JOBS]`.
+//! `cargo run --release -p switchyard-bench --example bench_store [JOBS]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
@@ -14,14 +14,13 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let dir = tempfile::tempdir().unwrap();
     let writers = std::env::args()
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(256);
     let per_writer = 102_400 / writers;
-    let f = switchyard_store_sled::bench::store(dir.path(), jobs, writers, per_writer)
+    let f = switchyard_bench::store::run(jobs, writers, per_writer)
         .await
         .unwrap();
-    switchyard_store_sled::bench::print(&f);
+    switchyard_bench::store::print(&f);
 }

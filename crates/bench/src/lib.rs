@@ -1,0 +1,17 @@
+//! The benchmarks `switchyard bench` runs, out of the binary's own code:
+//! the binary keeps the command (`bench poll|scale|store`) and calls in here.
+//!
+//! - [`poll`]: polls per job and finish-to-known delay of the poll plan vs
+//!   fixed intervals, in virtual time (no daemon, no network);
+//! - [`scale`]: throughput, memory, idle CPU and restart time of the real
+//!   daemon as a child process, each beside a ceiling from the same run;
+//! - [`store`]: the sled store's intake and durable transitions beside raw
+//!   sled configured the same way, in the same run.
+//!
+//! Processes, configs, the simulator and `/proc` readings come from
+//! `switchyard-testkit`, the harness the end-to-end tests use.
+
+pub mod poll;
+pub mod scale;
+pub mod store;
+mod store_sled;
