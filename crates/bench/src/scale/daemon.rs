@@ -118,6 +118,20 @@ impl Daemon {
         Ok(())
     }
 
+    /// One GET of `path`, its body read whole (to measure what a view
+    /// costs the daemon).
+    pub async fn fetch(&self, path: &str) -> anyhow::Result<usize> {
+        let body = self
+            .http
+            .get(format!("{}{path}", self.process.url()))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        Ok(body.len())
+    }
+
     /// (queued, in flight) of the provider, from `GET /v1/providers`.
     pub async fn queue(&self) -> anyhow::Result<(u64, usize)> {
         let v: serde_json::Value = self

@@ -26,6 +26,38 @@ pub struct Memory {
     pub idle_secs: f64,
     pub polls: u64,
     pub load: String,
+    /// What one `/metrics` scrape and one `/v1/providers` call cost with
+    /// every job live: daemon CPU ms and wall ms per call.
+    pub views: Vec<ViewCost>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ViewCost {
+    pub path: &'static str,
+    pub calls: u32,
+    pub cpu_ms: f64,
+    pub wall_ms: f64,
+}
+
+/// Calls per view: enough that the daemon's CPU time (read in clock
+/// ticks, 10 ms each) is measured to a few hundredths of a millisecond per
+/// call.
+const VIEW_CALLS: u32 = 400;
+
+async fn view_cost(d: &Daemon, path: &'static str, tck: f64) -> anyhow::Result<ViewCost> {
+    let cpu0 = cpu_ticks(d.pid())?;
+    let t = Instant::now();
+    for _ in 0..VIEW_CALLS {
+        d.fetch(path).await?;
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = cpu_ticks(d.pid())?.saturating_sub(cpu0) as f64 / tck;
+    Ok(ViewCost {
+        path,
+        calls: VIEW_CALLS,
+        cpu_ms: cpu * 1e3 / f64::from(VIEW_CALLS),
+        wall_ms: wall * 1e3 / f64::from(VIEW_CALLS),
+    })
 }
 
 impl Memory {
@@ -147,6 +179,11 @@ async fn memory_idle_run(
     let idle_secs = w0.elapsed().as_secs_f64();
     let polls1 = sim.stats().provider(KIND).status_requests;
     let (rss_after_kib, hwm_kib) = rss_kib(d.pid())?;
+    // After the window: the calls allocate their answers.
+    let mut views = Vec::new();
+    for path in ["/metrics", "/v1/providers"] {
+        views.push(view_cost(d, path, tck).await?);
+    }
     Ok(Memory {
         live,
         rss_idle_kib,
@@ -159,5 +196,6 @@ async fn memory_idle_run(
         idle_secs,
         polls: polls1.saturating_sub(polls0),
         load: String::new(),
+        views,
     })
 }

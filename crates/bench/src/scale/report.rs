@@ -203,6 +203,17 @@ impl Report {
                     m.polls,
                     m.load
                 ));
+                for v in &m.views {
+                    out.push(format!(
+                        "views {}: {} with {} jobs live: {:.3} ms of daemon CPU and {:.3} ms wall per call ({} calls)",
+                        fmt_n(r.n),
+                        v.path,
+                        m.live,
+                        v.cpu_ms,
+                        v.wall_ms,
+                        v.calls
+                    ));
+                }
             }
             if let Some(rs) = &r.restart {
                 out.push(format!(
@@ -275,6 +286,17 @@ impl Report {
                 rs.first_create_ms,
                 verdict(rs.first_create_ms < 1000.0)
             ));
+        }
+        if let Some(m) = largest(&|r| r.mem.is_some()).and_then(|r| r.mem.as_ref()) {
+            for v in &m.views {
+                out.push(format!(
+                    "5. {} with {} live jobs: {:.3} ms of daemon CPU per call (goal < 1 ms): {}",
+                    v.path,
+                    fmt_n(m.live),
+                    v.cpu_ms,
+                    verdict(v.cpu_ms < 1.0)
+                ));
+            }
         }
         out
     }
