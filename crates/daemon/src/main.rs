@@ -4,6 +4,7 @@
 
 mod batch;
 mod bench;
+mod bench_batch;
 mod bench_poll;
 mod bench_scale;
 mod check;
@@ -196,6 +197,8 @@ enum BenchCmd {
     },
     /// Issue 8: throughput, memory, idle CPU and restart time for 1k..100k jobs, beside ceilings from the same run.
     Scale(bench_scale::ScaleOpts),
+    /// Peak memory of `check` on a large batch file (JSON Lines and TOML), as a multiple of the file size.
+    Batch(bench_batch::BatchOpts),
     /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
     Poll {
         #[arg(long, default_value_t = 1000)]
@@ -451,6 +454,9 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
         Cmd::Bench {
             what: BenchCmd::Scale(opts),
         } => bench_scale::run(opts).await,
+        Cmd::Bench {
+            what: BenchCmd::Batch(opts),
+        } => bench_batch::run(opts),
         Cmd::Bench {
             what: BenchCmd::Poll { jobs, seed },
         } => {
