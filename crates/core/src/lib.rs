@@ -7,7 +7,7 @@ pub mod model;
 pub mod secret;
 pub mod state;
 
-pub use model::{HeldBy, Job, JobError, JobSpec, ProviderKind, Transition};
+pub use model::{check_key, HeldBy, Job, JobError, JobSpec, KeyError, ProviderKind, Transition};
 pub use secret::Secret;
 pub use state::{JobState, TransitionError};
 pub mod bench;
