@@ -127,10 +127,18 @@ fn write_batch(path: &Path, format: Format, target: u64) -> anyhow::Result<(u64,
         let i = jobs;
         let kind = ProviderKind::ALL[(i % 4) as usize];
         let params = match kind {
-            ProviderKind::Ugen => serde_json::json!({"product_name": format!("Product {i}"), "product_image_url": format!("https://example.com/p/{i}.jpg"), "segment_count": 1}),
-            ProviderKind::Viggle => serde_json::json!({"image_url": format!("https://example.com/v/{i}.png")}),
-            ProviderKind::Ugclab => serde_json::json!({"script": format!("A short script for product number {i}.")}),
-            ProviderKind::Ulazai => serde_json::json!({"model_slug": "kling_3_0", "prompt": format!("Prompt number {i}"), "duration": 5}),
+            ProviderKind::Ugen => {
+                serde_json::json!({"product_name": format!("Product {i}"), "product_image_url": format!("https://example.com/p/{i}.jpg"), "segment_count": 1})
+            }
+            ProviderKind::Viggle => {
+                serde_json::json!({"image_url": format!("https://example.com/v/{i}.png")})
+            }
+            ProviderKind::Ugclab => {
+                serde_json::json!({"script": format!("A short script for product number {i}.")})
+            }
+            ProviderKind::Ulazai => {
+                serde_json::json!({"model_slug": "kling_3_0", "prompt": format!("Prompt number {i}"), "duration": 5})
+            }
         };
         let key = format!("bench-{i:09}");
         let text = match format {
