@@ -271,14 +271,7 @@ pub async fn intake(rt: &Runtime, jobs: Vec<JobSpec>) -> Result<BatchAnswer, Vec
     if !problems.is_empty() {
         return Err(problems);
     }
-    let store_err = |e: switchyard_core::StoreError| {
-        vec![Problem {
-            index: None,
-            key: None,
-            line: None,
-            message: format!("storage: {e}"),
-        }]
-    };
+    let store_err = |e: switchyard_core::StoreError| vec![Problem::batch(format!("storage: {e}"))];
     let report = rt.store.intake(jobs).map_err(store_err)?;
     rt.store.sync().await.map_err(store_err)?;
     rt.wake_all();
@@ -290,8 +283,16 @@ pub async fn intake(rt: &Runtime, jobs: Vec<JobSpec>) -> Result<BatchAnswer, Vec
     })
 }
 
+/// The body as received: `jobs` only (an unknown top-level field is a 400);
+/// each job is read with the files' rule by [`batch::from_json`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictBody {
+    jobs: Vec<serde_json::Value>,
+}
+
 async fn post_jobs(State(rt): State<Arc<Runtime>>, body: Bytes) -> Response {
-    let parsed: BatchBody = match serde_json::from_slice(&body) {
+    let parsed: StrictBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return ApiError {
@@ -305,7 +306,11 @@ async fn post_jobs(State(rt): State<Arc<Runtime>>, body: Bytes) -> Response {
     if rt.cancel.is_cancelled() {
         return ApiError::unavailable("the daemon is shutting down").into_response();
     }
-    match intake(&rt, parsed.jobs).await {
+    let outcome = match batch::from_json(parsed.jobs) {
+        Ok(jobs) => intake(&rt, jobs).await,
+        Err(problems) => Err(problems),
+    };
+    match outcome {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
         Err(problems) => {
             let n = problems.len();

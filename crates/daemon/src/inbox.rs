@@ -96,28 +96,24 @@ async fn ingest(rt: &Runtime, dir: &Path, path: &Path, name: &str, sig: Signatur
                 && m.len() == text.len() as u64 => {}
         _ => return,
     }
-    let outcome = match String::from_utf8(text) {
-        Err(_) => Err(vec![format!("{name}: not UTF-8 text")]),
-        Ok(text) => match crate::batch::parse(name, &text) {
-            Err(problems) => Err(problems.iter().map(|p| p.render(name)).collect::<Vec<_>>()),
-            Ok(batch) if batch.jobs.is_empty() => {
-                Err(vec![format!("{name}: no jobs in this file")])
+    // Same reading and rules as `check` and `submit`: invalid UTF-8 and an
+    // empty batch are problems located like any other.
+    let outcome = match crate::batch::parse_bytes(name, &text) {
+        Err(problems) => Err(problems.iter().map(|p| p.render(name)).collect::<Vec<_>>()),
+        Ok(batch) => match crate::http::intake(rt, batch.jobs.clone()).await {
+            Ok(answer) => Ok(answer),
+            Err(problems) if problems.iter().any(|p| p.message.starts_with("storage:")) => {
+                tracing::error!(
+                    file = name,
+                    "inbox: storing the batch failed, will try again: {}",
+                    problems[0].message
+                );
+                return;
             }
-            Ok(batch) => match crate::http::intake(rt, batch.jobs.clone()).await {
-                Ok(answer) => Ok(answer),
-                Err(problems) if problems.iter().any(|p| p.message.starts_with("storage:")) => {
-                    tracing::error!(
-                        file = name,
-                        "inbox: storing the batch failed, will try again: {}",
-                        problems[0].message
-                    );
-                    return;
-                }
-                Err(mut problems) => {
-                    crate::batch::locate(&mut problems, &batch);
-                    Err(problems.iter().map(|p| p.render(name)).collect())
-                }
-            },
+            Err(mut problems) => {
+                crate::batch::locate(&mut problems, &batch);
+                Err(problems.iter().map(|p| p.render(name)).collect())
+            }
         },
     };
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now())

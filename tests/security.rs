@@ -1,0 +1,565 @@
+//! What a hostile web page or a careless file could do to a running
+//! daemon, tried from outside: the real `switchyard` binary as a child
+//! process, the simulator over loopback, requests written byte for byte.
+//! Each test is one hole: cross-site requests, a foreign `Host`, a provider
+//! without its key, job keys a URL cannot carry, invalid UTF-8, empty
+//! batches, unknown fields over HTTP, a data dir that cannot exist.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use common::{Env, Guard, BIN, P};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use switchyard_core::{JobState, ProviderKind};
+use switchyard_sim::{Scenario, SimServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every provider finishes in a simulated 2 s (0.2 s real).
+const QUICK: &str = "seed = 5\nspeedup = 10.0\n[providers.viggle]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.ugen]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n";
+const FAST_POLL: &str =
+    "poll = { schedule = [\"200ms\", \"300ms\"], max = \"500ms\", timeout = \"5m\" }";
+/// A variable no test sets.
+const UNSET: &str = "SECURITY_TEST_UNSET_API_KEY";
+
+async fn sim() -> SimServer {
+    SimServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Scenario::from_toml_str(QUICK).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn viggle_env(sim: &SimServer, daemon_extra: &str) -> Env {
+    common::write_config(
+        sim,
+        &[P {
+            name: "viggle",
+            kind: ProviderKind::Viggle,
+            extra: FAST_POLL,
+        }],
+        daemon_extra,
+    )
+}
+
+/// A daemon child with its stderr in a file, killed if the test fails.
+struct Daemon {
+    guard: Guard,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn spawn(env: &Env) -> Daemon {
+        let log = env.dir.path().join("daemon.log");
+        let child = Command::new(BIN)
+            .args(["daemon", "--config"])
+            .arg(&env.config)
+            .env("E2E_KEY", "test-key")
+            .env("SWITCHYARD_LOG", "info,sled=warn,hyper=warn")
+            .env_remove(UNSET)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let guard = Guard(Some(child));
+        common::wait_listening(&env.url);
+        Daemon { guard, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(mut self) {
+        let st = common::sigterm(self.guard.child());
+        assert!(st.success(), "{}", self.log());
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The CLI against the daemon at `url`, off the async workers.
+async fn cli(url: &str, args: &[&str]) -> Output {
+    let (url, args) = (
+        url.to_string(),
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .args(["--daemon-url", &url])
+            .env_remove("SWITCHYARD_TOKEN_FILE")
+            .env_remove("SWITCHYARD_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `switchyard check ARGS` with extra environment: (exit code, stdout, stderr).
+fn check(args: &[&Path], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check")
+        .args(args)
+        .env_remove("SWITCHYARD_CONFIG")
+        .env_remove(UNSET);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// One HTTP/1.1 request written byte for byte (every header as given,
+/// `Host` too), answer read to the end: (status, body).
+async fn raw(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = text(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// A one-job batch for POST /v1/jobs.
+fn one_job(key: &str, i: usize) -> String {
+    json!({"jobs": [{"key": key, "provider": "viggle", "params": {"image_url": format!("https://example.com/{i}.png")}}]}).to_string()
+}
+
+/// Percent-encodes every byte but the unreserved ones (a URL path segment).
+fn enc(key: &str) -> String {
+    key.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn state_of(url: &str, key: &str) -> Option<JobState> {
+    common::jobs(url)
+        .await
+        .into_iter()
+        .find(|j| j.key == key)
+        .map(|j| j.state)
+}
+
+/// Writes a JSON Lines batch of viggle jobs with these keys and params.
+fn jsonl_batch(dir: &Path, name: &str, jobs: &[(&str, Value)]) -> PathBuf {
+    let mut text = String::new();
+    for (key, params) in jobs {
+        text.push_str(&json!({"key": key, "provider": "viggle", "params": params}).to_string());
+        text.push('\n');
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Waits until the inbox has moved `name` to rejected/ and returns the
+/// report written beside it.
+async fn inbox_rejection(inbox: &Path, name: &str) -> String {
+    let report = inbox.join("rejected").join(format!("{name}.error.txt"));
+    wait_for(
+        &format!("{name} to be rejected"),
+        Duration::from_secs(15),
+        || {
+            let r = report.clone();
+            async move { r.exists() }
+        },
+    )
+    .await;
+    std::fs::read_to_string(report).unwrap()
+}
+
+/// `.` and `..` cannot travel as a URL path segment (URL parsers resolve
+/// them, even percent-encoded), so no way in accepts them, and the CLI
+/// says why instead of asking for another URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_keys_are_refused_at_every_way_in_and_by_the_cli() {
+    let sim = sim().await;
+    let inbox = tempfile::tempdir().unwrap();
+    let env = viggle_env(
+        &sim,
+        &format!(
+            "inbox_dir = \"{}\"\ninbox_settle = \"200ms\"",
+            inbox.path().display()
+        ),
+    );
+    let d = Daemon::spawn(&env);
+    let url = env.url.clone();
+    let params = json!({"image_url": "https://example.com/d.png"});
+    let batch = jsonl_batch(
+        env.dir.path(),
+        "dots.jsonl",
+        &[
+            ("fine", params.clone()),
+            (".", params.clone()),
+            ("..", params.clone()),
+        ],
+    );
+
+    let (code, _, err) = check(
+        &[Path::new("--config"), &env.config, &batch],
+        &[("E2E_KEY", "k")],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("dots.jsonl:2: job \".\": key must not be \".\" or \"..\""),
+        "{err}"
+    );
+    assert!(err.contains("dots.jsonl:3: job \"..\""), "{err}");
+
+    let out = cli(&url, &["submit", batch.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("dots.jsonl:3: job \"..\": key must not be"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    for key in [".", ".."] {
+        let (status, body) = raw(
+            &url,
+            "POST",
+            "/v1/jobs",
+            &[("Content-Type", "application/json")],
+            &one_job(key, 1),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_batch");
+        assert_eq!(v["error"]["problems"][0]["key"], key);
+        assert!(
+            v["error"]["problems"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must not be"),
+            "{v}"
+        );
+    }
+
+    std::fs::copy(&batch, inbox.path().join("dots.jsonl")).unwrap();
+    let report = inbox_rejection(inbox.path(), "dots.jsonl").await;
+    assert!(
+        report.contains("dots.jsonl:2: job \".\": key must not be"),
+        "{report}"
+    );
+    assert!(
+        common::jobs(&url).await.is_empty(),
+        "a batch with dot keys was queued in part"
+    );
+
+    for cmd in ["show", "cancel", "retry"] {
+        for key in [".", ".."] {
+            let out = cli(&url, &[cmd, key]).await;
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {key}: {err}");
+            assert!(
+                err.contains("key must not be \".\" or \"..\""),
+                "{cmd} {key}: {err}"
+            );
+        }
+    }
+    d.stop();
+    sim.shutdown().await;
+}
+
+/// Every other key round-trips: spaces, `%`, `?`, `#`, backslashes,
+/// non-ASCII, dots that are not a whole segment; through the CLI's show,
+/// cancel and retry, and through raw HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_url_special_characters_round_trip_through_the_cli_and_http() {
+    let sim = sim().await;
+    let env = viggle_env(&sim, "");
+    let d = Daemon::spawn(&env);
+    let url = env.url.clone();
+    let odd = [
+        "with space",
+        "100%",
+        "%2e%2e",
+        "what?x=1&y",
+        "hash#tag",
+        "back\\slash",
+        "ünïcødé-😀",
+        "...",
+        ".hidden",
+    ];
+    // Each key twice: as written, a job that fails (for show and retry);
+    // with a suffix, one that runs for an hour (for cancel).
+    let long = |k: &str| format!("{k} (long)");
+    let mut jobs = Vec::new();
+    for (i, k) in odd.iter().enumerate() {
+        jobs.push((
+            k.to_string(),
+            json!({"image_url": format!("https://example.com/{i}.png"), "x_sim_outcome": "failed"}),
+        ));
+        jobs.push((
+            long(k),
+            json!({"image_url": format!("https://example.com/{i}.png"), "x_sim_duration": "1h"}),
+        ));
+    }
+    let refs: Vec<(&str, Value)> = jobs.iter().map(|(k, p)| (k.as_str(), p.clone())).collect();
+    let batch = jsonl_batch(env.dir.path(), "odd.jsonl", &refs);
+    let out = cli(&url, &["submit", batch.to_str().unwrap()]).await;
+    assert!(out.status.success(), "submit: {}", text(&out.stderr));
+
+    for k in odd {
+        let c = long(k);
+        wait_for(
+            &format!("{k:?} to fail"),
+            Duration::from_secs(20),
+            || async { state_of(&url, k).await == Some(JobState::Failed) },
+        )
+        .await;
+        let out = cli(&url, &["show", k, "--json"]).await;
+        assert!(out.status.success(), "show {k:?}: {}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["key"], k);
+        assert!(
+            v["history"].as_array().is_some_and(|h| !h.is_empty()),
+            "{v}"
+        );
+        let out = cli(&url, &["retry", k, "--json"]).await;
+        assert!(out.status.success(), "retry {k:?}: {}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (v["key"].as_str(), v["state"].as_str()),
+            (Some(k), Some("queued"))
+        );
+        let out = cli(&url, &["cancel", &c, "--json"]).await;
+        assert!(out.status.success(), "cancel {c:?}: {}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["key"], c.as_str());
+
+        // Raw HTTP, the key as one percent-encoded segment.
+        let (status, body) = raw(&url, "GET", &format!("/v1/jobs/{}", enc(&c)), &[], "").await;
+        assert_eq!(status, 200, "GET {c:?}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["key"], c.as_str());
+    }
+    // Raw retry and cancel reach the job their key names.
+    let k = "what?x=1&y";
+    wait_for(
+        "the retried job to fail again",
+        Duration::from_secs(20),
+        || async { state_of(&url, k).await == Some(JobState::Failed) },
+    )
+    .await;
+    let (status, body) = raw(
+        &url,
+        "POST",
+        &format!("/v1/jobs/{}/retry", enc(k)),
+        &[("Content-Type", "application/json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["key"], k);
+    let (status, body) = raw(&url, "DELETE", &format!("/v1/jobs/{}", enc(k)), &[], "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["key"], k);
+    d.stop();
+    sim.shutdown().await;
+}
+
+/// An empty batch is a mistake (a generator that wrote nothing, the wrong
+/// file): refused with the same message by check, submit, POST and inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_batch_is_refused_on_every_path() {
+    let sim = sim().await;
+    let inbox = tempfile::tempdir().unwrap();
+    let env = viggle_env(
+        &sim,
+        &format!(
+            "inbox_dir = \"{}\"\ninbox_settle = \"200ms\"",
+            inbox.path().display()
+        ),
+    );
+    let d = Daemon::spawn(&env);
+    let dir = env.dir.path();
+    let empties = [
+        ("empty.jsonl", ""),
+        ("blank.jsonl", "\n\n# nothing yet\n"),
+        ("array.toml", "jobs = []\n"),
+        ("comment.toml", "# the generator wrote nothing\n"),
+    ];
+    for (name, body) in empties {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    for (name, _) in empties {
+        let path = dir.join(name);
+        // check takes a TOML file with no `jobs` for a config.
+        if name != "comment.toml" {
+            let (code, out, err) = check(&[&path], &[]);
+            assert_eq!(code, Some(2), "{name}: {out}");
+            assert!(
+                err.contains(&format!("{name}: no jobs in this batch")),
+                "{name}: {err}"
+            );
+        }
+        let out = cli(&env.url, &["submit", path.to_str().unwrap()]).await;
+        assert_eq!(out.status.code(), Some(2), "submit {name}");
+        assert!(
+            text(&out.stderr).contains("no jobs in this batch"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let (status, body) = raw(
+        &env.url,
+        "POST",
+        "/v1/jobs",
+        &[("Content-Type", "application/json")],
+        "{\"jobs\": []}",
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_batch");
+    assert_eq!(
+        v["error"]["problems"][0]["message"],
+        "no jobs in this batch"
+    );
+
+    std::fs::copy(dir.join("array.toml"), inbox.path().join("array.toml")).unwrap();
+    let report = inbox_rejection(inbox.path(), "array.toml").await;
+    assert!(
+        report.contains("array.toml: no jobs in this batch"),
+        "{report}"
+    );
+    d.stop();
+    sim.shutdown().await;
+}
+
+/// A misspelt field is refused over HTTP as in a file: `"priorty": 5`
+/// must not quietly mean priority 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_refused_over_http_as_in_files() {
+    let sim = sim().await;
+    let env = viggle_env(&sim, "");
+    let d = Daemon::spawn(&env);
+    let json_ct = ("Content-Type", "application/json");
+    let job = json!({"key": "typo", "provider": "viggle", "priorty": 5, "params": {"image_url": "https://example.com/t.png"}});
+    let good = json!({"key": "good", "provider": "viggle", "params": {"image_url": "https://example.com/g.png"}});
+
+    let (status, body) = raw(
+        &env.url,
+        "POST",
+        "/v1/jobs",
+        &[json_ct],
+        &json!({"jobs": [good, job]}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_batch");
+    let p = &v["error"]["problems"][0];
+    assert_eq!(
+        (p["index"].clone(), p["key"].clone()),
+        (json!(1), json!("typo")),
+        "{v}"
+    );
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `priorty`"),
+        "{v}"
+    );
+
+    let (status, body) = raw(
+        &env.url,
+        "POST",
+        "/v1/jobs",
+        &[json_ct],
+        &json!({"jobs": [good], "dry_run": true}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown field `dry_run`"), "{body}");
+    assert!(
+        common::jobs(&env.url).await.is_empty(),
+        "part of a refused batch was queued"
+    );
+
+    // The same job in a file: the same rule.
+    let path = jsonl_batch(env.dir.path(), "typo.jsonl", &[]);
+    std::fs::write(&path, format!("{job}\n")).unwrap();
+    let (code, _, err) = check(&[&path], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("typo.jsonl:1:") && err.contains("unknown field `priorty`"),
+        "{err}"
+    );
+    d.stop();
+    sim.shutdown().await;
+}
