@@ -117,6 +117,23 @@ fn check(args: &[&Path], vars: &[(&str, &str)]) -> (Option<i32>, String, String)
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
+/// Starts `daemon --config FILE` and expects it to refuse: (code, stderr).
+fn daemon_refuses(config: &Path, vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let err = config.with_extension("refused.log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["daemon", "--config"])
+        .arg(config)
+        .env_remove(UNSET)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut g = Guard(Some(cmd.spawn().unwrap()));
+    let st = common::wait_exit(g.child(), Duration::from_secs(15));
+    (st.code(), std::fs::read_to_string(&err).unwrap())
+}
+
 /// One HTTP/1.1 request written byte for byte (every header as given,
 /// `Host` too), answer read to the end: (status, body).
 async fn raw(
@@ -209,6 +226,120 @@ async fn state_of(url: &str, key: &str) -> Option<JobState> {
         .into_iter()
         .find(|j| j.key == key)
         .map(|j| j.state)
+}
+
+/// A provider whose key variable is unset (or whose key file is missing
+/// or empty) would fail every job with 401: check says so (exit 2, naming
+/// the provider and the variable or file), the daemon does not start, and a
+/// SIGHUP to such a config is refused. `api_key_required = false` opts out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_its_api_key_is_a_config_error() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, provider: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[daemon]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n\n[providers.ugen]\nkind = \"ugen\"\nbase_url = \"{}\"\n{provider}\n",
+                dir.path().join("data").display(),
+                common::free_port(),
+                sim.base_url(ProviderKind::Ugen)
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let unset = write("unset.toml", &format!("api_key_env = \"{UNSET}\""));
+    let (code, out, err) = check(&[&unset], &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("unset.toml:8:1: providers.ugen.api_key_env:") && err.contains(UNSET),
+        "{err}"
+    );
+    let (code, err) = daemon_refuses(&unset, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("providers.ugen.api_key_env") && err.contains(UNSET),
+        "{err}"
+    );
+    // With the variable set: fine.
+    let (code, _, err) = check(&[&unset], &[(UNSET, "k")]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let missing_file = dir.path().join("missing.key");
+    let missing = write(
+        "missing.toml",
+        &format!("api_key_file = \"{}\"", missing_file.display()),
+    );
+    let (code, _, err) = check(&[&missing], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("providers.ugen.api_key_file")
+            && err.contains(&missing_file.display().to_string()),
+        "{err}"
+    );
+    let (code, err) = daemon_refuses(&missing, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    std::fs::write(&missing_file, "\n").unwrap();
+    let (code, _, err) = check(&[&missing], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is empty"), "{err}");
+    // A relative file looked for where systemd puts credentials.
+    let relative = write("relative.toml", "api_key_file = \"ugen.key\"");
+    let (code, _, err) = check(&[&relative], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CREDENTIALS_DIRECTORY"), "{err}");
+    std::fs::write(dir.path().join("ugen.key"), "k").unwrap();
+    let creds = dir.path().to_str().unwrap();
+    let (code, _, err) = check(&[&relative], &[("CREDENTIALS_DIRECTORY", creds)]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let none = write("none.toml", "");
+    let (code, _, err) = check(&[&none], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("providers.ugen") && err.contains("no API key"),
+        "{err}"
+    );
+    let optional = write("optional.toml", "api_key_required = false");
+    let (code, out, err) = check(&[&optional], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("config ok"), "{out}");
+
+    // SIGHUP to a config whose key is missing: refused whole, the running
+    // limits kept.
+    let env = common::write_config(
+        &sim,
+        &[P {
+            name: "ugen",
+            kind: ProviderKind::Ugen,
+            extra: "rate_limit = { per_second = 5, burst = 2 }",
+        }],
+        "",
+    );
+    let d = Daemon::spawn(&env);
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        cfg.replace("E2E_KEY", UNSET)
+            .replace("per_second = 5", "per_second = 9"),
+    )
+    .unwrap();
+    common::signal(d.guard.0.as_ref().unwrap(), "-HUP");
+    wait_for(
+        "the refusal in the log",
+        Duration::from_secs(10),
+        || async { d.log().contains("reload refused") },
+    )
+    .await;
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    assert!(line.contains(UNSET), "{line}");
+    let p = common::providers(&env.url).await;
+    assert_eq!(p[0]["rate_limit"]["per_second"], 5, "{p}");
+    d.stop();
+    sim.shutdown().await;
 }
 
 /// Writes a JSON Lines batch of viggle jobs with these keys and params.
@@ -431,6 +562,75 @@ async fn keys_with_url_special_characters_round_trip_through_the_cli_and_http() 
     sim.shutdown().await;
 }
 
+/// A stray byte that is not UTF-8 is reported at its line and column, in
+/// batches (check, submit, inbox) and in the config (check, daemon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_is_reported_with_its_line_and_column() {
+    let sim = sim().await;
+    let inbox = tempfile::tempdir().unwrap();
+    let env = viggle_env(
+        &sim,
+        &format!(
+            "inbox_dir = \"{}\"\ninbox_settle = \"200ms\"",
+            inbox.path().display()
+        ),
+    );
+    let d = Daemon::spawn(&env);
+    let dir = env.dir.path();
+    let toml = dir.join("latin1.toml");
+    std::fs::write(
+        &toml,
+        b"[[jobs]]\nkey = \"caf\xc3\xa9\"\nprovider = \"viggle\"\nparams = { image_url = \"https://example.com/caf\xe9.png\" }\n",
+    )
+    .unwrap();
+    let jsonl = dir.join("latin1.jsonl");
+    std::fs::write(
+        &jsonl,
+        b"{\"key\": \"a\", \"provider\": \"viggle\", \"params\": {\"image_url\": \"https://example.com/a.png\"}}\n{\"key\": \"\xe9\"}\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&[&toml, &jsonl], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("latin1.toml:4:48: invalid UTF-8"), "{err}");
+    assert!(err.contains("latin1.jsonl:2:10: invalid UTF-8"), "{err}");
+
+    let out = cli(&env.url, &["submit", toml.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("latin1.toml:4:48: invalid UTF-8"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::copy(&jsonl, inbox.path().join("latin1.jsonl")).unwrap();
+    let report = inbox_rejection(inbox.path(), "latin1.jsonl").await;
+    assert!(
+        report.contains("latin1.jsonl:2:10: invalid UTF-8"),
+        "{report}"
+    );
+
+    let cfg = dir.join("latin1-config.toml");
+    std::fs::write(
+        &cfg,
+        b"[daemon]\n# Konfiguration f\xfcr den Dienst\nlisten = \"127.0.0.1:7799\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&[&cfg], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("latin1-config.toml:2:18: invalid UTF-8"),
+        "{err}"
+    );
+    let (code, err) = daemon_refuses(&cfg, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("latin1-config.toml:2:18: invalid UTF-8"),
+        "{err}"
+    );
+    d.stop();
+    sim.shutdown().await;
+}
+
 /// An empty batch is a mistake (a generator that wrote nothing, the wrong
 /// file): refused with the same message by check, submit, POST and inbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,4 +762,90 @@ async fn unknown_fields_are_refused_over_http_as_in_files() {
     );
     d.stop();
     sim.shutdown().await;
+}
+
+/// check tries what the daemon's start would: a data dir under a regular
+/// file cannot be created, so check says so and the daemon refuses to
+/// start; one that can be created passes, and check leaves nothing behind.
+#[test]
+fn check_finds_a_data_dir_that_cannot_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let config = |name: &str, daemon: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("[daemon]\nlisten = \"127.0.0.1:{}\"\n{daemon}\n\n[providers.viggle]\nkind = \"viggle\"\napi_key_env = \"E2E_KEY\"\n", common::free_port()),
+        )
+        .unwrap();
+        path
+    };
+    let under_file = config(
+        "under-file.toml",
+        &format!("data_dir = \"{}\"", file.join("data").display()),
+    );
+    let (code, _, err) = check(&[&under_file], &[("E2E_KEY", "k")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("under-file.toml:3:1: daemon.data_dir: cannot be created:")
+            && err.contains(&file.display().to_string()),
+        "{err}"
+    );
+    let (code, err) = daemon_refuses(&under_file, &[("E2E_KEY", "k")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("daemon.data_dir"), "{err}");
+
+    let is_file = config(
+        "is-file.toml",
+        &format!(
+            "data_dir = \"{}\"\noutput_dir = \"{}\"",
+            dir.path().join("data").display(),
+            file.display()
+        ),
+    );
+    let (code, _, err) = check(&[&is_file], &[("E2E_KEY", "k")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("daemon.output_dir") && err.contains("not a directory"),
+        "{err}"
+    );
+
+    let fresh = dir.path().join("new");
+    let creatable = config(
+        "creatable.toml",
+        &format!("data_dir = \"{}\"", fresh.join("deeper").display()),
+    );
+    let (code, out, err) = check(&[&creatable], &[("E2E_KEY", "k")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("config ok"), "{out}");
+    assert!(!fresh.exists(), "check left {} behind", fresh.display());
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "a-file",
+            "creatable.toml",
+            "is-file.toml",
+            "under-file.refused.log",
+            "under-file.toml"
+        ],
+        "check left files behind"
+    );
+
+    // A listen address that does not parse is a config error at its line.
+    let bad_listen = config("listen.toml", "");
+    let t = std::fs::read_to_string(&bad_listen).unwrap();
+    std::fs::write(
+        &bad_listen,
+        t.replace("listen = \"127.0.0.1:", "listen = \"localhost:"),
+    )
+    .unwrap();
+    let (code, _, err) = check(&[&bad_listen], &[("E2E_KEY", "k")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("listen.toml:2:"), "{err}");
 }

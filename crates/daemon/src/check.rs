@@ -120,8 +120,12 @@ pub fn run(config: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<()> {
         match is_batch(f) {
             Err(e) => errors.push(format!("{}: cannot read: {e}", f.display())),
             Ok(true) => batches.push(f.clone()),
-            Ok(false) => match Config::load(Some(f)) {
+            // Checked as the daemon's start would: credentials, dirs.
+            Ok(false) => match Config::load_for_start(Some(f)) {
                 Ok(c) => {
+                    for w in c.start_warnings() {
+                        eprintln!("{}: warning: {w}", f.display());
+                    }
                     println!(
                         "{}: config ok ({} provider(s))",
                         f.display(),

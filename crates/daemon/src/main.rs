@@ -299,7 +299,7 @@ fn load_config(
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<(config::Config, Option<PathBuf>)> {
     let resolved = config::resolve_path(path);
-    let cfg = config::Config::load(resolved.as_deref()).map_err(Invalid)?;
+    let cfg = config::Config::load_for_start(resolved.as_deref()).map_err(Invalid)?;
     Ok((cfg, resolved))
 }
 

@@ -29,6 +29,16 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the store, starts the runtime and binds the control listener.
     pub async fn start(cfg: &Config) -> anyhow::Result<Daemon> {
+        // What `check` reports, refused before anything is opened (a
+        // provider without its key would fail every job with 401).
+        let problems = cfg.start_problems();
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+            return Err(crate::Invalid(anyhow::anyhow!("{}", lines.join("\n"))).into());
+        }
+        for w in cfg.start_warnings() {
+            tracing::warn!("{w}");
+        }
         let token = cfg.daemon.auth_token().map_err(crate::Invalid)?;
         let auth = Arc::new(http::Auth::new(token.as_ref()));
         let shutdown = CancellationToken::new();
@@ -125,7 +135,8 @@ pub async fn run(cfg: Config, cfg_path: Option<PathBuf>) -> anyhow::Result<()> {
 /// take effect at once; anything else waits for a restart (said in the log).
 /// A config with any problem is refused whole and the running one kept.
 fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> Option<Config> {
-    let new = match Config::load(path) {
+    // Checked as at start: a provider whose key went missing is refused too.
+    let new = match Config::load_for_start(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload refused, keeping the running configuration: {e:#}");
