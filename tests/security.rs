@@ -190,6 +190,13 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+fn error_code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body:?}"));
+    assert!(v["error"]["message"].is_string(), "{v}");
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
 /// A one-job batch for POST /v1/jobs.
 fn one_job(key: &str, i: usize) -> String {
     json!({"jobs": [{"key": key, "provider": "viggle", "params": {"image_url": format!("https://example.com/{i}.png")}}]}).to_string()
@@ -226,6 +233,249 @@ async fn state_of(url: &str, key: &str) -> Option<JobState> {
         .into_iter()
         .find(|j| j.key == key)
         .map(|j| j.state)
+}
+
+/// A page on another site can send a POST with a "simple" content type
+/// (text/plain, form-urlencoded, multipart, none) without asking, and any
+/// request with its own Origin. None of them may queue, cancel or retry a
+/// job; the daemon's own pages (same origin), the CLI, and providers'
+/// webhooks still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_cannot_queue_cancel_or_retry_jobs() {
+    let sim = sim().await;
+    let env = viggle_env(&sim, "");
+    let d = Daemon::spawn(&env);
+    let url = env.url.clone();
+    let own_origin = url.clone();
+    let evil = ("Origin", "http://evil.example");
+    let other_port = format!("{own_origin}1");
+
+    let simple = [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ];
+    for (i, ct) in simple.iter().enumerate() {
+        for with_origin in [false, true] {
+            let mut h = vec![];
+            if let Some(ct) = ct {
+                h.push(("Content-Type", *ct));
+            }
+            if with_origin {
+                h.push(evil);
+            }
+            let (status, body) = raw(&url, "POST", "/v1/jobs", &h, &one_job("csrf", i)).await;
+            assert_eq!(status, 403, "POST {ct:?} origin={with_origin}: {body}");
+            error_code(&body);
+        }
+    }
+    // JSON, but the browser says it comes from elsewhere.
+    let json_ct = ("Content-Type", "application/json");
+    for h in [
+        vec![json_ct, evil],
+        vec![json_ct, ("Origin", "null")],
+        vec![json_ct, ("Origin", other_port.as_str())],
+        vec![json_ct, ("Sec-Fetch-Site", "cross-site")],
+        vec![json_ct, ("Sec-Fetch-Site", "same-site")],
+    ] {
+        let (status, body) = raw(&url, "POST", "/v1/jobs", &h, &one_job("csrf", 9)).await;
+        assert_eq!(status, 403, "{h:?}: {body}");
+        assert_eq!(error_code(&body), "cross_site", "{h:?}");
+    }
+    assert!(
+        common::jobs(&url).await.is_empty(),
+        "a forged POST queued a job"
+    );
+    assert_eq!(sim.stats().provider(ProviderKind::Viggle).creates, 0);
+
+    // The daemon's own page: same origin, JSON.
+    let (status, body) = raw(
+        &url,
+        "POST",
+        "/v1/jobs",
+        &[json_ct, ("Origin", &own_origin), ("Sec-Fetch-Site", "same-origin")],
+        &json!({"jobs": [
+            {"key": "long", "provider": "viggle", "params": {"image_url": "https://example.com/l.png", "x_sim_duration": "1h"}},
+            {"key": "failing", "provider": "viggle", "params": {"image_url": "https://example.com/f.png", "x_sim_outcome": "failed"}},
+        ]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        "the failing job to fail",
+        Duration::from_secs(20),
+        || async { state_of(&url, "failing").await == Some(JobState::Failed) },
+    )
+    .await;
+
+    // Cancel (DELETE) and retry (POST) from another site: refused.
+    for (method, path) in [
+        ("DELETE", "/v1/jobs/long"),
+        ("POST", "/v1/jobs/failing/retry"),
+    ] {
+        for h in [
+            vec![evil],
+            vec![json_ct, evil],
+            vec![("Sec-Fetch-Site", "cross-site")],
+            vec![("Content-Type", "text/plain")],
+        ] {
+            let (status, body) = raw(&url, method, path, &h, "").await;
+            assert_eq!(status, 403, "{method} {path} {h:?}: {body}");
+            error_code(&body);
+        }
+    }
+    // A POST without a body is what a form can send: refused too.
+    let (status, _) = raw(&url, "POST", "/v1/jobs/failing/retry", &[], "").await;
+    assert_eq!(status, 403);
+    assert_eq!(state_of(&url, "failing").await, Some(JobState::Failed));
+    assert_ne!(state_of(&url, "long").await, Some(JobState::Cancelled));
+
+    // Webhooks are for providers' servers: unchanged.
+    let (status, body) = raw(
+        &url,
+        "POST",
+        "/webhooks/viggle",
+        &[("Content-Type", "text/plain"), evil],
+        "{\"job_id\": \"unknown\"}",
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    // The CLI: retry sends JSON, cancel a DELETE without a body.
+    let out = cli(&url, &["retry", "failing"]).await;
+    assert!(out.status.success(), "retry: {}", text(&out.stderr));
+    let out = cli(&url, &["cancel", "long"]).await;
+    assert!(out.status.success(), "cancel: {}", text(&out.stderr));
+    wait_for("the cancel", Duration::from_secs(10), || async {
+        state_of(&url, "long").await == Some(JobState::Cancelled)
+    })
+    .await;
+    d.stop();
+    sim.shutdown().await;
+}
+
+/// DNS rebinding: a page on attacker.example makes its name resolve to
+/// 127.0.0.1 and reads "its own" site; the request still names
+/// attacker.example. Only IP literals, localhost and daemon.allowed_hosts
+/// are answered; SIGHUP replaces the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_host_header_is_refused_with_421() {
+    let sim = sim().await;
+    let env = viggle_env(&sim, "");
+    let d = Daemon::spawn(&env);
+    let url = env.url.clone();
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let json_ct = ("Content-Type", "application/json");
+
+    let foreign = format!("attacker.example:{port}");
+    for (method, path, body) in [
+        ("GET", "/v1/jobs", String::new()),
+        ("GET", "/v1/providers", String::new()),
+        ("GET", "/metrics", String::new()),
+        ("GET", "/v1/jobs/x", String::new()),
+        ("POST", "/v1/jobs", one_job("rebound", 1)),
+    ] {
+        let (status, answer) = raw(&url, method, path, &[("Host", &foreign), json_ct], &body).await;
+        assert_eq!(status, 421, "{method} {path}: {answer}");
+        assert_eq!(error_code(&answer), "misdirected");
+        assert!(!answer.contains("viggle"), "{answer}");
+    }
+    assert!(
+        common::jobs(&url).await.is_empty(),
+        "a rebound POST queued a job"
+    );
+
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, answer) = raw(&url, "GET", "/v1/jobs", &[("Host", &host)], "").await;
+        assert_eq!(status, 200, "Host {host}: {answer}");
+    }
+    // Open routes: probes and providers use whatever name they were given.
+    let (status, _) = raw(&url, "GET", "/healthz", &[("Host", &foreign)], "").await;
+    assert_eq!(status, 200);
+    let (status, _) = raw(
+        &url,
+        "POST",
+        "/webhooks/viggle",
+        &[("Host", "hooks.example.com")],
+        "{\"job_id\": \"unknown\"}",
+    )
+    .await;
+    assert_eq!(status, 202);
+    let out = cli(&url, &["jobs", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A name of one's own goes in daemon.allowed_hosts; SIGHUP applies a
+    // new list at once.
+    let named = format!("switchyard.test:{port}");
+    assert_eq!(
+        raw(&url, "GET", "/v1/jobs", &[("Host", &named)], "")
+            .await
+            .0,
+        421
+    );
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    let listed = cfg.replace(
+        "shutdown_grace = \"5s\"\n",
+        "shutdown_grace = \"5s\"\nallowed_hosts = [\"switchyard.test\"]\n",
+    );
+    assert_ne!(cfg, listed);
+    std::fs::write(&env.config, &listed).unwrap();
+    common::signal(d.guard.0.as_ref().unwrap(), "-HUP");
+    wait_for(
+        "allowed_hosts to apply",
+        Duration::from_secs(10),
+        || async {
+            raw(&url, "GET", "/v1/jobs", &[("Host", &named)], "")
+                .await
+                .0
+                == 200
+        },
+    )
+    .await;
+    let (status, body) = raw(
+        &url,
+        "POST",
+        "/v1/jobs",
+        &[
+            ("Host", "SWITCHYARD.TEST"),
+            json_ct,
+            ("Origin", "http://switchyard.test:8080"),
+        ],
+        &one_job("named", 2),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    std::fs::write(&env.config, listed.replace("switchyard.test", "other.test")).unwrap();
+    common::signal(d.guard.0.as_ref().unwrap(), "-HUP");
+    wait_for("the new allowed_hosts", Duration::from_secs(10), || async {
+        raw(&url, "GET", "/v1/jobs", &[("Host", "other.test")], "")
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let (status, _) = raw(&url, "GET", "/v1/jobs", &[("Host", "switchyard.test")], "").await;
+    assert_eq!(status, 421);
+
+    // A malformed entry is a config error with its line.
+    let bad = env.dir.path().join("bad-hosts.toml");
+    std::fs::write(&bad, "[daemon]\nallowed_hosts = [\"http://x.example/\"]\n").unwrap();
+    let (code, _, err) = check(&[&bad], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("bad-hosts.toml:2:1: daemon.allowed_hosts"),
+        "{err}"
+    );
+    d.stop();
+    sim.shutdown().await;
 }
 
 /// A provider whose key variable is unset (or whose key file is missing

@@ -142,9 +142,15 @@ impl Client {
         self.send(self.http.delete(self.job_url(key, "")?)).await
     }
 
+    /// Sent as JSON (an empty object): the daemon refuses a POST without a
+    /// JSON content type, which is what a web page could send across sites.
     pub async fn retry(&self, key: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.post(self.job_url(key, "/retry")?))
-            .await
+        self.send(
+            self.http
+                .post(self.job_url(key, "/retry")?)
+                .json(&serde_json::json!({})),
+        )
+        .await
     }
 
     pub async fn providers(&self) -> anyhow::Result<Vec<ProviderView>> {

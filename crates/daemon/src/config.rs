@@ -41,6 +41,11 @@ pub struct DaemonConfig {
     /// the default listen address). A relative path is looked up in
     /// `$CREDENTIALS_DIRECTORY` first.
     pub auth_token_file: Option<PathBuf>,
+    /// Host names (optionally `name:port`) the control API answers to,
+    /// besides `localhost` and IP literals: a request whose `Host` header
+    /// names anything else gets 421 (a DNS-rebinding page sends its own
+    /// name). Also the only other origins allowed to send changes.
+    pub allowed_hosts: Vec<String>,
     /// How long SIGTERM waits for in-flight requests before exiting anyway.
     #[serde(with = "dur")]
     pub shutdown_grace: Duration,
@@ -64,6 +69,7 @@ impl Default for DaemonConfig {
             inbox_dir: None,
             inbox_settle: Duration::from_secs(2),
             auth_token_file: None,
+            allowed_hosts: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             worker_threads: 1,
@@ -481,6 +487,14 @@ impl Config {
         }
         if self.daemon.request_timeout.is_zero() {
             push("daemon.request_timeout".into(), "must be above zero");
+        }
+        for h in &self.daemon.allowed_hosts {
+            if crate::guard::AllowedHost::parse(h).is_none() {
+                push(
+                    "daemon.allowed_hosts".into(),
+                    &format!("{h:?} is not a host name, optionally with :port (e.g. \"switchyard.lan\" or \"switchyard.lan:7700\"; not a URL)"),
+                );
+            }
         }
         for (name, p) in &self.providers {
             let at = format!("providers.{name}");

@@ -6,7 +6,9 @@
 //! Every error answer, including the router's own (unknown route, wrong
 //! method, body too large, bad query), is `{"error": {"code", "message"}}`.
 //! With `daemon.auth_token_file` set, every route but `/healthz` and
-//! `/webhooks/*` needs `Authorization: Bearer <token>`.
+//! `/webhooks/*` needs `Authorization: Bearer <token>`. The guards against
+//! other sites' pages (foreign `Host`, cross-site changes) are in
+//! `guard.rs`.
 
 use crate::batch::{self, Problem, Validator};
 use crate::runtime::{ApiError, Runtime};
@@ -61,6 +63,11 @@ impl Auth {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// True when a token is configured and `header` carries it.
+    pub fn accepts(&self, header: Option<&HeaderValue>) -> bool {
+        self.enabled() && self.allows(header)
     }
 
     /// True when no token is configured or `header` carries the right one.
@@ -143,7 +150,7 @@ async fn json_errors(resp: Response) -> Response {
     (parts, body).into_response()
 }
 
-pub fn router(rt: Arc<Runtime>, auth: Arc<Auth>) -> Router {
+pub fn router(rt: Arc<Runtime>, auth: Arc<Auth>, guard: Arc<crate::guard::Guard>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -155,7 +162,16 @@ pub fn router(rt: Arc<Runtime>, auth: Arc<Auth>) -> Router {
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(json_errors))
+        // Outermost first: a foreign Host, then the token, then cross-site.
+        .layer(middleware::from_fn_with_state(
+            guard.clone(),
+            crate::guard::same_site,
+        ))
         .layer(middleware::from_fn_with_state(auth, require_token))
+        .layer(middleware::from_fn_with_state(
+            guard,
+            crate::guard::known_host,
+        ))
         .with_state(rt)
 }
 

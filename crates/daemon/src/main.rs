@@ -11,6 +11,7 @@ mod check;
 mod client;
 mod config;
 mod demo;
+mod guard;
 mod http;
 mod inbox;
 mod results;

@@ -20,6 +20,8 @@ pub struct Daemon {
     pub rt: Arc<Runtime>,
     /// The control API's bearer token (SIGHUP re-reads its file).
     pub auth: Arc<http::Auth>,
+    /// Allowed host names (SIGHUP replaces them).
+    pub guard: Arc<crate::guard::Guard>,
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -41,6 +43,10 @@ impl Daemon {
         }
         let token = cfg.daemon.auth_token().map_err(crate::Invalid)?;
         let auth = Arc::new(http::Auth::new(token.as_ref()));
+        let guard = Arc::new(crate::guard::Guard::new(
+            &cfg.daemon.allowed_hosts,
+            auth.clone(),
+        ));
         let shutdown = CancellationToken::new();
         let rt = Runtime::start(cfg, shutdown.child_token())?;
         let listener = TcpListener::bind(cfg.daemon.listen)
@@ -50,7 +56,7 @@ impl Daemon {
         if let Some(dir) = cfg.daemon.inbox_dir.clone() {
             tokio::spawn(crate::inbox::run(rt.clone(), dir, cfg.daemon.inbox_settle));
         }
-        let app = http::router(rt.clone(), auth.clone());
+        let app = http::router(rt.clone(), auth.clone(), guard.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             let res = axum::serve(listener, app)
@@ -63,10 +69,14 @@ impl Daemon {
         if !addr.ip().is_loopback() && !auth.enabled() {
             tracing::warn!(%addr, "listening beyond loopback without daemon.auth_token_file: anyone who can reach this address controls the queue");
         }
+        if !addr.ip().is_loopback() && cfg.daemon.allowed_hosts.is_empty() {
+            tracing::info!(%addr, "requests naming this machine by a host name get 421 unless the name is listed in daemon.allowed_hosts (IP addresses always work)");
+        }
         tracing::info!(%addr, providers = rt.providers.len(), auth = auth.enabled(), "switchyard daemon listening");
         Ok(Daemon {
             rt,
             auth,
+            guard,
             addr,
             shutdown,
             server,
@@ -131,8 +141,8 @@ pub async fn run(cfg: Config, cfg_path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// SIGHUP: re-reads the config file and the environment. Rate limits,
-/// budgets, polling settings, max_in_flight/max_attempts and the auth token
-/// take effect at once; anything else waits for a restart (said in the log).
+/// budgets, polling settings, max_in_flight/max_attempts, the auth token and
+/// allowed_hosts take effect at once; anything else waits for a restart (said in the log).
 /// A config with any problem is refused whole and the running one kept.
 fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> Option<Config> {
     // Checked as at start: a provider whose key went missing is refused too.
@@ -151,6 +161,7 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
         }
     };
     daemon.auth.set(token.as_ref());
+    daemon.guard.set_allowed(&new.daemon.allowed_hosts);
     daemon.rt.reload(&new);
     let d = (&running.daemon, &new.daemon);
     let mut later = Vec::new();
