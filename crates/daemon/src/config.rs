@@ -229,8 +229,8 @@ impl ProviderConfig {
     }
 
     /// Why this provider has no usable API key, as (the key to point at,
-    /// message), or `None` when it has one or needs none. Names the
-    /// variable or file, never a value.
+    /// empty for the provider's table; message), or `None` when it has one
+    /// or needs none. Names the variable or file, never a value.
     fn missing_key(&self) -> Option<(&'static str, String)> {
         let hint = "set it, or api_key_required = false if this provider needs no key";
         if let Some(path) = &self.api_key_file {
@@ -263,7 +263,7 @@ impl ProviderConfig {
                 )),
             },
             None => Some((
-                "kind",
+                "",
                 "no API key: set api_key_env or api_key_file (or api_key_required = false if this provider needs no key)".into(),
             )),
         }
@@ -584,7 +584,11 @@ impl Config {
         }
         for (name, p) in &self.providers {
             if let Some((key, why)) = p.missing_key() {
-                out.push((format!("providers.{name}.{key}"), why));
+                let at = match key {
+                    "" => format!("providers.{name}"),
+                    key => format!("providers.{name}.{key}"),
+                };
+                out.push((at, why));
             }
             if let Some(path) = &p.webhook_secret_file {
                 let found = expand_credentials_dir(path);

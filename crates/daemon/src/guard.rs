@@ -225,7 +225,7 @@ fn cross_site(g: &Guard, headers: &HeaderMap, host: Option<&str>) -> Option<Stri
     };
     let same_origin = host
         .and_then(split_host)
-        .is_some_and(|(h, hp)| h == name && hp.or(default_port(&origin)) == Some(port));
+        .is_some_and(|(h, hp)| h == name && hp.unwrap_or(default_port(&origin)) == port);
     if same_origin || g.listed(&name, Some(port)) {
         None
     } else {
@@ -246,11 +246,12 @@ fn origin_host(origin: &str) -> Option<(String, u16)> {
     Some((host, url.port_or_known_default()?))
 }
 
-fn default_port(origin: &str) -> Option<u16> {
+/// The port a `Host` without one means, for a request from `origin`.
+fn default_port(origin: &str) -> u16 {
     if origin.starts_with("https:") {
-        Some(443)
+        443
     } else {
-        Some(80)
+        80
     }
 }
 
