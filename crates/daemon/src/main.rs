@@ -157,7 +157,10 @@ enum Cmd {
     ///
     /// A file with `[[jobs]]` (or a .jsonl file) is a batch, checked against the
     /// providers of --config (or, without one, a provider per kind named like it);
-    /// anything else is a config, checked with the SWITCHYARD_* variables applied.
+    /// anything else is a config, checked with the SWITCHYARD_* variables applied
+    /// and as the daemon's start would: every provider's API key present (the
+    /// variable set, the file readable; relative files in $CREDENTIALS_DIRECTORY),
+    /// data_dir, output_dir and inbox_dir creatable by this user.
     Check {
         /// Config or batch files.
         #[arg(required = true)]
