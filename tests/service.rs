@@ -353,7 +353,20 @@ async fn check_reports_every_problem_with_file_and_line() {
         std::fs::write(&path, body).unwrap();
         path.to_str().unwrap().to_string()
     };
-    let good = p("good.toml", "[daemon]\nlisten = \"127.0.0.1:7790\"\n\n[providers.viggle]\nkind = \"viggle\"\nrate_limit = { per_second = 1, burst = 2 }\n");
+    // check tries what the daemon's start would: the key must be there and
+    // the data dir creatable (E2E_KEY is set for every check below).
+    let data_dir = dir.path().join("data");
+    let good = p(
+        "good.toml",
+        &format!("[daemon]\nlisten = \"127.0.0.1:7790\"\ndata_dir = \"{}\"\n\n[providers.viggle]\nkind = \"viggle\"\napi_key_env = \"E2E_KEY\"\nrate_limit = {{ per_second = 1, burst = 2 }}\n", data_dir.display()),
+    );
+    // The shipped config reads its keys from $CREDENTIALS_DIRECTORY.
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    for k in ["ugen", "viggle", "ugclab", "ulazai"] {
+        std::fs::write(creds.join(format!("{k}.key")), "test-key").unwrap();
+    }
+    let data_dir: &'static str = Box::leak(data_dir.to_str().unwrap().to_string().into_boxed_str());
     let typo = p(
         "typo.toml",
         "[daemon]\nlisten = \"127.0.0.1:7790\"\nlistn = \"127.0.0.1:1\"\n",
@@ -373,7 +386,11 @@ async fn check_reports_every_problem_with_file_and_line() {
     let broken_batch = p("broken.toml", "[[jobs]]\nkey = \"a\"\nprovider = \n");
     let check = |args: Vec<String>, vars: Vec<(&'static str, &'static str)>| {
         let mut cmd = Command::new(BIN);
-        cmd.arg("check").args(&args).env_remove("SWITCHYARD_CONFIG");
+        cmd.arg("check")
+            .args(&args)
+            .env_remove("SWITCHYARD_CONFIG")
+            .env("E2E_KEY", "test-key")
+            .env("CREDENTIALS_DIRECTORY", &creds);
         for (k, v) in vars {
             cmd.env(k, v);
         }
@@ -386,7 +403,10 @@ async fn check_reports_every_problem_with_file_and_line() {
     assert!(out.contains("config ok"), "{out}");
     // The shipped, documented config is valid.
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/switchyard.toml");
-    let (code, _, err) = check(vec![shipped.into()], vec![]);
+    let (code, _, err) = check(
+        vec![shipped.into()],
+        vec![("SWITCHYARD_DAEMON__DATA_DIR", data_dir)],
+    );
     assert_eq!(code, Some(0), "config/switchyard.toml: {err}");
 
     let (code, _, err) = check(vec![typo.clone()], vec![]);

@@ -1,9 +1,17 @@
 //! Batch files are written by people and by scripts, so every problem is
 //! reported at once, with the file and the line of the job it concerns, and a
 //! batch with any invalid job is rejected whole (nothing half-queued).
+//!
+//! Files are read as a stream, a line at a time, so that checking a batch of
+//! tens of megabytes takes memory in proportion to one job, not the file:
+//! JSON Lines are one job a line; a TOML batch is cut before each
+//! `[[jobs]]` header (outside multi-line strings) and each piece parsed
+//! alone, which is what the whole file means (see [`TomlCutter`]). Only a
+//! TOML batch written as one `jobs = [...]` array is parsed whole.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+use std::io::BufRead;
 use std::path::Path;
 use switchyard_core::JobSpec;
 
@@ -15,14 +23,37 @@ pub struct Problem {
     pub key: Option<String>,
     /// 1-based line in the file, when known.
     pub line: Option<usize>,
+    /// 1-based column (in characters) on that line, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
     pub message: String,
 }
 
 impl Problem {
+    /// A problem about the whole batch, not one job.
+    pub fn batch(message: impl Into<String>) -> Problem {
+        Problem {
+            index: None,
+            key: None,
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    fn at(line: usize, column: Option<usize>, message: impl Into<String>) -> Problem {
+        Problem {
+            line: Some(line),
+            column,
+            ..Problem::batch(message)
+        }
+    }
+
     pub fn render(&self, file: &str) -> String {
-        let loc = match self.line {
-            Some(l) => format!("{file}:{l}"),
-            None => file.to_string(),
+        let loc = match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
+            (Some(l), None) => format!("{file}:{l}"),
+            _ => file.to_string(),
         };
         match &self.key {
             Some(k) => format!("{loc}: job {k:?}: {}", self.message),
@@ -31,6 +62,9 @@ impl Problem {
     }
 }
 
+/// What an empty batch is told, wherever it comes from.
+pub const EMPTY: &str = "no jobs in this batch";
+
 /// A parsed batch: the jobs, and the line each one starts on.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -38,115 +72,372 @@ pub struct Batch {
     pub lines: Vec<Option<usize>>,
 }
 
+/// Receives jobs as they are read, with the line each starts on.
+pub trait Sink {
+    fn job(&mut self, job: JobSpec, line: usize);
+}
+
+impl Sink for Batch {
+    fn job(&mut self, job: JobSpec, line: usize) {
+        self.jobs.push(job);
+        self.lines.push(Some(line));
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TomlBatch {
     #[serde(default)]
-    jobs: Vec<toml::Spanned<RawJob>>,
+    jobs: Vec<toml::Spanned<JobSpec>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJob {
-    key: String,
-    provider: String,
-    #[serde(default)]
-    priority: i32,
-    #[serde(default)]
-    params: Option<serde_json::Value>,
-}
+/// Byte offsets of line starts, for turning many offsets into lines
+/// without rescanning the text for each.
+struct LineIndex(Vec<usize>);
 
-impl From<RawJob> for JobSpec {
-    fn from(r: RawJob) -> JobSpec {
-        JobSpec {
-            key: r.key,
-            provider: r.provider,
-            priority: r.priority,
-            params: r
-                .params
-                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
-        }
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex(starts)
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn locate(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let line = self.0.partition_point(|s| *s <= offset);
+        let start = self.0[line - 1];
+        let column = text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
+        (line, column)
     }
 }
 
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
-
-/// Parses a batch: JSON Lines when the file name ends in `.jsonl`/`.ndjson`
-/// or the text starts with `{`, TOML otherwise.
-pub fn parse(name: &str, text: &str) -> Result<Batch, Vec<Problem>> {
-    let trimmed = text.trim_start();
-    let jsonl = name.ends_with(".jsonl") || name.ends_with(".ndjson") || trimmed.starts_with('{');
-    if jsonl {
-        parse_jsonl(text)
-    } else {
-        parse_toml(text)
-    }
-}
-
-fn parse_toml(text: &str) -> Result<Batch, Vec<Problem>> {
-    let parsed: TomlBatch = toml::from_str(text).map_err(|e| {
-        vec![Problem {
-            index: None,
-            key: None,
-            line: e.span().map(|s| line_of(text, s.start)),
-            message: e.message().trim().to_string(),
-        }]
-    })?;
-    let mut batch = Batch::default();
-    for spanned in parsed.jobs {
-        let line = line_of(text, spanned.span().start);
-        batch.jobs.push(spanned.into_inner().into());
-        batch.lines.push(Some(line));
-    }
-    Ok(batch)
-}
-
-fn parse_jsonl(text: &str) -> Result<Batch, Vec<Problem>> {
-    let mut batch = Batch::default();
-    let mut problems = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
-        match serde_json::from_str::<RawJob>(l) {
-            Ok(raw) => {
-                batch.jobs.push(raw.into());
-                batch.lines.push(Some(i + 1));
+/// Parses TOML batch text whose first line is line `first_line` of the
+/// file; jobs go to `sink`, problems to `problems`.
+fn parse_toml_piece(
+    text: &str,
+    first_line: usize,
+    sink: &mut dyn Sink,
+    problems: &mut Vec<Problem>,
+) {
+    let index = LineIndex::new(text);
+    match toml::from_str::<TomlBatch>(text) {
+        Ok(parsed) => {
+            for spanned in parsed.jobs {
+                let (line, _) = index.locate(text, spanned.span().start);
+                sink.job(spanned.into_inner(), first_line + line - 1);
             }
-            Err(e) => problems.push(Problem {
-                index: None,
-                key: None,
-                line: Some(i + 1),
-                message: format!("not a valid job: {e}"),
-            }),
         }
+        Err(e) => {
+            let message = e.message().trim().to_string();
+            problems.push(match e.span() {
+                Some(span) => {
+                    let (line, column) = index.locate(text, span.start);
+                    Problem::at(first_line + line - 1, Some(column), message)
+                }
+                None => Problem::batch(message),
+            });
+        }
+    }
+}
+
+/// Where a TOML text stands at the end of a line, as far as cutting it
+/// goes: inside a multi-line string or not. Comments and one-line strings
+/// end with their line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Lex {
+    #[default]
+    Normal,
+    /// Inside `"""…"""`.
+    MultiBasic,
+    /// Inside `'''…'''`.
+    MultiLiteral,
+}
+
+/// Cuts a TOML batch into pieces of one `[[jobs]]` table each.
+///
+/// Parsing a piece alone means what parsing the file does: an array of
+/// tables gets one element per header, everything up to the next header
+/// belongs to that element (its `[jobs.params]` sub-tables too), and a
+/// header inside a multi-line string is text, not a cut. What would tie
+/// pieces together is the text before the first header: when it holds
+/// anything but comments and blank lines, the file is parsed whole.
+#[derive(Default)]
+struct TomlCutter {
+    lex: Lex,
+    /// The text since the last cut (the prelude before the first header).
+    piece: String,
+    piece_line: usize,
+    seen_header: bool,
+    prelude_has_content: bool,
+    /// Set when the file must be parsed whole.
+    whole: bool,
+}
+
+impl TomlCutter {
+    fn new() -> TomlCutter {
+        TomlCutter {
+            piece_line: 1,
+            ..TomlCutter::default()
+        }
+    }
+
+    fn line(&mut self, line_no: usize, line: &str, sink: &mut dyn Sink, out: &mut Vec<Problem>) {
+        if !self.whole && self.lex == Lex::Normal && is_jobs_header(line) {
+            if !self.seen_header && self.prelude_has_content {
+                self.whole = true;
+            } else {
+                if self.seen_header {
+                    parse_toml_piece(&self.piece, self.piece_line, sink, out);
+                }
+                self.piece.clear();
+                self.piece_line = line_no;
+                self.seen_header = true;
+            }
+        }
+        if !self.seen_header && !self.whole {
+            let t = line.trim();
+            if !(t.is_empty() || t.starts_with('#')) {
+                self.prelude_has_content = true;
+            }
+        }
+        self.lex = lex_line(self.lex, line);
+        self.piece.push_str(line);
+    }
+
+    fn finish(self, sink: &mut dyn Sink, out: &mut Vec<Problem>) {
+        parse_toml_piece(&self.piece, self.piece_line, sink, out);
+    }
+}
+
+/// A line that opens an element of the `jobs` array: `[[jobs]]`, spaces
+/// allowed inside the brackets, a comment after.
+fn is_jobs_header(line: &str) -> bool {
+    let t = line.trim_start();
+    if !t.starts_with("[[") {
+        return false;
+    }
+    let mut compact = t
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_whitespace());
+    "[[jobs]]".chars().all(|want| compact.next() == Some(want)) && compact.next().is_none()
+}
+
+/// The lexical state after `line`, starting in `state`.
+fn lex_line(mut state: Lex, line: &str) -> Lex {
+    let b = line.as_bytes();
+    let run = |i: usize, q: u8| b[i..].iter().take_while(|c| **c == q).count();
+    let mut i = 0;
+    while i < b.len() {
+        match state {
+            Lex::Normal => match b[i] {
+                b'#' => break,
+                q @ (b'"' | b'\'') if run(i, q) >= 3 => {
+                    state = if q == b'"' {
+                        Lex::MultiBasic
+                    } else {
+                        Lex::MultiLiteral
+                    };
+                    i += 3;
+                }
+                b'"' => {
+                    i += 1;
+                    while i < b.len() && b[i] != b'"' {
+                        i += if b[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+                b'\'' => {
+                    i += 1;
+                    while i < b.len() && b[i] != b'\'' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                _ => i += 1,
+            },
+            Lex::MultiBasic if b[i] == b'\\' => i += 2,
+            Lex::MultiBasic | Lex::MultiLiteral => {
+                let q = if state == Lex::MultiBasic {
+                    b'"'
+                } else {
+                    b'\''
+                };
+                let n = run(i, q);
+                if n >= 3 {
+                    // Up to two quotes may sit before the closing three.
+                    state = Lex::Normal;
+                    i += n.min(5);
+                } else {
+                    i += n.max(1);
+                }
+            }
+        }
+    }
+    state
+}
+
+/// Whether a batch is JSON Lines: by its name, or (for any other name) by
+/// its first non-blank character being `{`.
+fn named_jsonl(name: &str) -> bool {
+    name.ends_with(".jsonl") || name.ends_with(".ndjson")
+}
+
+enum Reader {
+    Undecided,
+    Jsonl,
+    Toml(TomlCutter),
+}
+
+/// Reads a batch from `input`, a line at a time, handing each job to
+/// `sink`. Every problem is returned (syntax, unknown fields, invalid UTF-8
+/// with its line and column); a batch with problems must be refused whole
+/// by the caller, whatever `sink` received.
+pub fn scan(name: &str, mut input: impl BufRead, sink: &mut dyn Sink) -> Result<(), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut reader = if named_jsonl(name) {
+        Reader::Jsonl
+    } else {
+        Reader::Undecided
+    };
+    // Blank lines before the first character: kept for TOML (its lines
+    // count), nothing for JSON Lines.
+    let mut leading = String::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                problems.push(Problem::batch(format!("cannot read: {e}")));
+                return Err(problems);
+            }
+        }
+        line_no += 1;
+        let line = match std::str::from_utf8(&buf) {
+            Ok(l) => l,
+            Err(e) => {
+                let good = &buf[..e.valid_up_to()];
+                let column = String::from_utf8_lossy(good).chars().count() + 1;
+                problems.push(Problem::at(
+                    line_no,
+                    Some(column),
+                    format!(
+                        "invalid UTF-8 (byte 0x{:02X}): a batch must be UTF-8 text",
+                        buf[e.valid_up_to()]
+                    ),
+                ));
+                return Err(problems);
+            }
+        };
+        if let Reader::Undecided = reader {
+            match line.trim_start().chars().next() {
+                None => {
+                    leading.push_str(line);
+                    continue;
+                }
+                Some('{') => reader = Reader::Jsonl,
+                Some(_) => {
+                    let mut cutter = TomlCutter::new();
+                    for (i, l) in leading.split_inclusive('\n').enumerate() {
+                        cutter.line(i + 1, l, sink, &mut problems);
+                    }
+                    reader = Reader::Toml(cutter);
+                }
+            }
+        }
+        match &mut reader {
+            Reader::Undecided => {}
+            Reader::Jsonl => {
+                let l = line.trim();
+                if l.is_empty() || l.starts_with('#') {
+                    continue;
+                }
+                match serde_json::from_str::<JobSpec>(l) {
+                    Ok(job) => sink.job(job, line_no),
+                    Err(e) => {
+                        problems.push(Problem::at(line_no, None, format!("not a valid job: {e}")))
+                    }
+                }
+            }
+            Reader::Toml(cutter) => cutter.line(line_no, line, sink, &mut problems),
+        }
+    }
+    match reader {
+        Reader::Toml(cutter) => cutter.finish(sink, &mut problems),
+        // Only blank lines: an empty TOML document (an empty batch).
+        Reader::Undecided if !named_jsonl(name) => {
+            parse_toml_piece(&leading, 1, sink, &mut problems)
+        }
+        _ => {}
     }
     if problems.is_empty() {
-        Ok(batch)
+        Ok(())
     } else {
         Err(problems)
     }
 }
 
+/// Parses a whole batch held in memory (the demo's built-in one, an inbox
+/// file already read).
+pub fn parse_bytes(name: &str, bytes: &[u8]) -> Result<Batch, Vec<Problem>> {
+    let mut batch = Batch::default();
+    scan(name, bytes, &mut batch)?;
+    Ok(batch)
+}
+
+pub fn parse(name: &str, text: &str) -> Result<Batch, Vec<Problem>> {
+    parse_bytes(name, text.as_bytes())
+}
+
+/// Reads a batch file into `sink`, as a stream.
+pub fn scan_file(path: &Path, sink: &mut dyn Sink) -> Result<(), Vec<Problem>> {
+    let file =
+        std::fs::File::open(path).map_err(|e| vec![Problem::batch(format!("cannot read: {e}"))])?;
+    scan(
+        &path.to_string_lossy(),
+        std::io::BufReader::with_capacity(64 * 1024, file),
+        sink,
+    )
+}
+
 /// Reads and parses a batch file.
 pub fn read(path: &Path) -> Result<Batch, Vec<Problem>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Problem {
-            index: None,
-            key: None,
-            line: None,
-            message: format!("cannot read: {e}"),
-        }]
-    })?;
-    parse(&path.to_string_lossy(), &text)
+    let mut batch = Batch::default();
+    scan_file(path, &mut batch)?;
+    Ok(batch)
+}
+
+/// The jobs of a `POST /v1/jobs` body, each read with the same rule as a
+/// file's (unknown fields refused); every bad job is reported by index.
+pub fn from_json(values: Vec<serde_json::Value>) -> Result<Vec<JobSpec>, Vec<Problem>> {
+    let mut jobs = Vec::with_capacity(values.len());
+    let mut problems = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        let key = v.get("key").and_then(|k| k.as_str()).map(String::from);
+        match serde_json::from_value::<JobSpec>(v) {
+            Ok(job) => jobs.push(job),
+            Err(e) => problems.push(Problem {
+                index: Some(i),
+                key,
+                message: format!("not a valid job: {e}"),
+                ..Problem::batch("")
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(problems)
+    }
 }
 
 /// What intake needs to know to check a job: the providers by name, with
@@ -157,56 +448,106 @@ pub trait Validator {
     fn provider_names(&self) -> Vec<String>;
 }
 
-/// Checks every job; returns every problem, indexed by job.
-pub fn check(jobs: &[JobSpec], v: &dyn Validator) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    let names: HashSet<String> = v.provider_names().into_iter().collect();
-    for (i, job) in jobs.iter().enumerate() {
-        let mut push = |message: String| {
-            problems.push(Problem {
-                index: Some(i),
-                key: Some(job.key.clone()),
-                line: None,
-                message,
-            })
-        };
-        if job.key.trim().is_empty() {
-            push("key must not be empty".into());
-        } else if job.key.len() > 200 {
-            push("key must be at most 200 bytes".into());
-        } else if job.key.chars().any(|c| c.is_control() || c == '/') {
-            push("key must not contain control characters or '/'".into());
-        }
-        if let Some(first) = seen.insert(job.key.as_str(), i) {
-            push(format!("key repeats job #{} of this batch", first + 1));
-        }
-        if !job.params.is_object() {
-            push("params must be a table (the provider's create body)".into());
-            continue;
-        }
-        match v.validate(&job.provider, &job.params) {
-            None => {
-                let mut known: Vec<_> = names.iter().cloned().collect();
-                known.sort();
-                push(format!(
-                    "provider {:?} is not configured (configured: {})",
-                    job.provider,
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ))
-            }
-            Some(list) => {
-                for m in list {
-                    push(m);
-                }
-            }
+/// Checks jobs one at a time (so a batch need not be held whole): the key
+/// rule, keys repeated within the batch, and, given a validator, the
+/// provider and its params. [`Checker::finish`] adds the empty-batch rule.
+pub struct Checker<'a> {
+    v: Option<&'a dyn Validator>,
+    names: BTreeSet<String>,
+    seen: HashMap<String, usize>,
+    problems: Vec<Problem>,
+    count: usize,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(v: Option<&'a dyn Validator>) -> Checker<'a> {
+        Checker {
+            names: v
+                .map(|v| v.provider_names().into_iter().collect())
+                .unwrap_or_default(),
+            v,
+            seen: HashMap::new(),
+            problems: Vec::new(),
+            count: 0,
         }
     }
-    problems
+
+    /// Jobs seen so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn check(&mut self, job: &JobSpec, line: Option<usize>) {
+        let i = self.count;
+        self.count += 1;
+        let mut found = Vec::new();
+        if let Err(e) = switchyard_core::check_key(&job.key) {
+            found.push(e.to_string());
+        }
+        if let Some(first) = self.seen.get(job.key.as_str()) {
+            found.push(format!("key repeats job #{} of this batch", first + 1));
+        } else {
+            self.seen.insert(job.key.clone(), i);
+        }
+        if !job.params.is_object() {
+            found.push("params must be a table (the provider's create body)".into());
+        } else if let Some(v) = self.v {
+            match v.validate(&job.provider, &job.params) {
+                None => found.push(format!(
+                    "provider {:?} is not configured (configured: {})",
+                    job.provider,
+                    if self.names.is_empty() {
+                        "none".into()
+                    } else {
+                        self.names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                )),
+                Some(list) => found.extend(list),
+            }
+        }
+        self.problems
+            .extend(found.into_iter().map(|message| Problem {
+                index: Some(i),
+                key: Some(job.key.clone()),
+                line,
+                message,
+                ..Problem::batch("")
+            }));
+    }
+
+    /// Every problem found, plus one if the batch had no jobs at all.
+    pub fn finish(mut self) -> Vec<Problem> {
+        if self.count == 0 {
+            self.problems.push(Problem::batch(EMPTY));
+        }
+        self.problems
+    }
+}
+
+impl Sink for Checker<'_> {
+    fn job(&mut self, job: JobSpec, line: usize) {
+        self.check(&job, Some(line));
+    }
+}
+
+/// Checks every job; returns every problem, indexed by job.
+pub fn check(jobs: &[JobSpec], v: &dyn Validator) -> Vec<Problem> {
+    let mut c = Checker::new(Some(v));
+    for job in jobs {
+        c.check(job, None);
+    }
+    c.finish()
+}
+
+/// What can be checked without the daemon's providers (keys, repeats, an
+/// empty batch), with the lines of a parsed file: run before anything is
+/// sent, so that a bad file among several sends none.
+pub fn check_local(batch: &Batch) -> Vec<Problem> {
+    let mut c = Checker::new(None);
+    for (job, line) in batch.jobs.iter().zip(&batch.lines) {
+        c.check(job, *line);
+    }
+    c.finish()
 }
 
 /// Puts the file's line numbers on problems found by index.
@@ -222,6 +563,7 @@ pub fn locate(problems: &mut [Problem], batch: &Batch) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     struct Only(&'static str);
@@ -266,5 +608,93 @@ mod tests {
         let err = parse("b.jsonl", text).unwrap_err();
         let lines: Vec<_> = err.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![Some(2), Some(4)]);
+    }
+
+    /// Cut or whole, a TOML batch means the same jobs on the same lines.
+    fn same_as_whole(text: &str) {
+        let cut = parse("b.toml", text);
+        let mut whole = Batch::default();
+        let mut problems = Vec::new();
+        parse_toml_piece(text, 1, &mut whole, &mut problems);
+        match cut {
+            Ok(b) => {
+                assert!(problems.is_empty(), "{problems:?}");
+                assert_eq!(b.jobs, whole.jobs, "{text}");
+                assert_eq!(b.lines, whole.lines, "{text}");
+            }
+            Err(p) => assert!(!problems.is_empty(), "cut: {p:?}, whole parsed"),
+        }
+    }
+
+    #[test]
+    fn cutting_a_toml_batch_at_its_headers_changes_nothing() {
+        same_as_whole("# a batch\n\n[[jobs]]\nkey = \"a\"\nprovider = \"v\"\n[jobs.params]\nimage_url = \"x\"\n\n[[ jobs ]] # second\nkey = \"b\"\nprovider = \"v\"\n");
+        // A header inside multi-line strings is text, not a new job.
+        same_as_whole("[[jobs]]\nkey = \"a\"\nprovider = \"v\"\nparams = { script = \"\"\"\n[[jobs]]\nkey = \"\"\"\" }\n[[jobs]]\nkey = \"b\"\nprovider = \"v\"\n");
+        same_as_whole("[[jobs]]\nkey = \"a\"\nprovider = \"v\"\nparams = { script = '''\n[[jobs]]\n''' }\n[[jobs]]\nkey = 'b\"'\nprovider = \"v\"\n");
+        same_as_whole("[[jobs]]\nkey = \"a\\\"\"\nprovider = \"v\" # \"\"\"\n[[jobs]]\nkey = \"b\"\nprovider = \"v\"\n");
+        // Text before the first header ties the pieces: parsed whole.
+        same_as_whole(
+            "jobs = [{ key = \"a\", provider = \"v\" }]\n[[jobs]]\nkey = \"b\"\nprovider = \"v\"\n",
+        );
+        same_as_whole("jobs = []\n");
+        same_as_whole("");
+    }
+
+    #[test]
+    fn every_broken_toml_job_is_reported_at_its_line() {
+        let text = "[[jobs]]\nkey = \"a\"\nprovider = \"v\"\npriorty = 5\n\n[[jobs]]\nkey = \"b\"\nprovider = \"v\"\n\n[[jobs]]\nkey = \"c\"\nprovider = \n";
+        let err = parse("b.toml", text).unwrap_err();
+        let at: Vec<_> = err.iter().map(|p| (p.line, p.column)).collect();
+        assert_eq!(
+            at,
+            vec![(Some(4), Some(1)), (Some(12), Some(12))],
+            "{err:?}"
+        );
+        assert!(
+            err[0].message.contains("unknown field `priorty`"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_line_and_column() {
+        for name in ["b.toml", "b.jsonl"] {
+            let mut bytes = b"[[jobs]]\nkey = \"caf\xc3\xa9\"\nprovider = \"v\xff\"\n".to_vec();
+            if name.ends_with("jsonl") {
+                bytes =
+                    b"{\"key\":\"a\",\"provider\":\"v\"}\n{\"key\":\"\xc3\xa9\xfe\"}\n".to_vec();
+            }
+            let err = parse_bytes(name, &bytes).unwrap_err();
+            let (line, col) = if name.ends_with("jsonl") {
+                (2, 10)
+            } else {
+                (3, 14)
+            };
+            assert_eq!(
+                (err[0].line, err[0].column),
+                (Some(line), Some(col)),
+                "{err:?}"
+            );
+            let shown = err[0].render(name);
+            assert!(
+                shown.starts_with(&format!("{name}:{line}:{col}: invalid UTF-8")),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_batch_is_a_problem() {
+        for (name, text) in [
+            ("e.jsonl", ""),
+            ("e.toml", "jobs = []\n"),
+            ("e.toml", "# none\n"),
+        ] {
+            let b = parse(name, text).unwrap();
+            let problems = check_local(&b);
+            assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+            assert_eq!(problems[0].message, EMPTY);
+        }
     }
 }

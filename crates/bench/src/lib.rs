@@ -1,6 +1,8 @@
 //! The benchmarks `switchyard bench` runs, out of the binary's own code:
 //! the binary keeps the command (`bench poll|scale|store`) and calls in here.
 //!
+//! - [`batch`]: peak memory of `check` on a large batch file, as a multiple
+//!   of the file's size;
 //! - [`poll`]: polls per job and finish-to-known delay of the poll plan vs
 //!   fixed intervals, in virtual time (no daemon, no network);
 //! - [`scale`]: throughput, memory, idle CPU and restart time of the real
@@ -11,6 +13,7 @@
 //! Processes, configs, the simulator and `/proc` readings come from
 //! `switchyard-testkit`, the harness the end-to-end tests use.
 
+pub mod batch;
 pub mod poll;
 pub mod scale;
 pub mod store;

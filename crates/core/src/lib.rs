@@ -13,6 +13,6 @@ pub mod state;
 
 pub use budget::{LedgerEntry, LedgerOp, Period};
 pub use change::{Attempts, Change, Outcome, Patch, Refusal};
-pub use model::{HeldBy, Job, JobError, JobSpec, ProviderKind, Transition};
+pub use model::{check_key, HeldBy, Job, JobError, JobSpec, KeyError, ProviderKind, Transition};
 pub use secret::Secret;
 pub use state::{JobState, TransitionError};

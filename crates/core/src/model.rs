@@ -74,22 +74,70 @@ impl FromStr for ProviderKind {
     }
 }
 
-/// What a batch file asks for: one job, before it is accepted.
+/// What a batch asks for: one job, before it is accepted. Unknown fields
+/// are refused wherever a job comes from (file, `POST /v1/jobs`, inbox): a
+/// misspelt `priorty` must not silently mean priority 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// The client's idempotency key; unique across the store.
+    /// The client's idempotency key; unique across the store. See
+    /// [`check_key`] for what a key may be.
     pub key: String,
     /// A provider table name from the config (not the kind).
     pub provider: String,
     #[serde(default)]
     pub priority: i32,
-    /// The provider's own create body, passed through unchanged.
-    #[serde(default = "empty_object")]
+    /// The provider's own create body, passed through unchanged. Absent or
+    /// `null`: an empty body.
+    #[serde(default = "empty_object", deserialize_with = "null_as_empty")]
     pub params: serde_json::Value,
 }
 
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<serde_json::Value, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(if v.is_null() { empty_object() } else { v })
+}
+
+/// Longest job key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 200;
+
+/// Why a job key is refused at intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("key must not be empty")]
+    Empty,
+    #[error("key must be at most {MAX_KEY_BYTES} bytes")]
+    TooLong,
+    #[error("key must not contain control characters or '/'")]
+    Forbidden,
+    #[error("key must not be \".\" or \"..\": a URL path cannot carry them, even percent-encoded")]
+    DotSegment,
+}
+
+/// The one rule for job keys, applied at every way in (check, submit,
+/// `POST /v1/jobs`, inbox) and by the CLI before it asks for a key.
+///
+/// A key travels as one percent-encoded URL path segment
+/// (`/v1/jobs/{key}`), which carries any text except `.` and `..`: URL
+/// parsers resolve those as "this" and "parent" segments, encoded or not,
+/// so such a job could never be shown, cancelled or retried. `/` and control
+/// characters are refused too (proxies and logs mangle them).
+pub fn check_key(key: &str) -> Result<(), KeyError> {
+    if key.trim().is_empty() {
+        Err(KeyError::Empty)
+    } else if key.len() > MAX_KEY_BYTES {
+        Err(KeyError::TooLong)
+    } else if key.chars().any(|c| c.is_control() || c == '/') {
+        Err(KeyError::Forbidden)
+    } else if key == "." || key == ".." {
+        Err(KeyError::DotSegment)
+    } else {
+        Ok(())
+    }
 }
 
 /// Why a queued job is not being dispatched right now.
@@ -201,4 +249,45 @@ pub fn now_unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn keys_that_a_url_path_cannot_carry_are_refused() {
+        assert_eq!(check_key("."), Err(KeyError::DotSegment));
+        assert_eq!(check_key(".."), Err(KeyError::DotSegment));
+        assert_eq!(check_key(""), Err(KeyError::Empty));
+        assert_eq!(check_key("  "), Err(KeyError::Empty));
+        assert_eq!(check_key("a/b"), Err(KeyError::Forbidden));
+        assert_eq!(check_key("a\nb"), Err(KeyError::Forbidden));
+        assert_eq!(check_key(&"k".repeat(201)), Err(KeyError::TooLong));
+        for ok in [
+            "...",
+            ".a",
+            "a.",
+            "%2e",
+            "a b",
+            "50%",
+            "q?x=1",
+            "#1",
+            "ünï-😀",
+            "a\\b",
+        ] {
+            assert_eq!(check_key(ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn a_job_with_an_unknown_field_is_refused() {
+        let e = serde_json::from_str::<JobSpec>(r#"{"key":"a","provider":"p","priorty":5}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `priorty`"), "{e}");
+        let j: JobSpec =
+            serde_json::from_str(r#"{"key":"a","provider":"p","params":null}"#).unwrap();
+        assert_eq!(j.params, serde_json::json!({}));
+    }
 }

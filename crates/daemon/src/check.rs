@@ -5,6 +5,7 @@ use crate::batch::{self, Validator};
 use crate::config::Config;
 use anyhow::{anyhow, bail};
 use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use switchyard_core::ProviderKind;
@@ -60,19 +61,53 @@ fn offline(cfg: Option<&Config>) -> anyhow::Result<Offline> {
     Ok(Offline(map))
 }
 
-/// A batch: JSON Lines, or TOML with a `jobs` array (looked for in the
-/// text too, so a batch with a syntax error is still checked as a batch).
-fn is_batch(path: &Path, text: &str) -> bool {
+/// A batch: JSON Lines, or TOML with a `jobs` array. Decided from the name
+/// and the lines, read as a stream (a batch may be large; a config never
+/// is): the first character `{`, a `[[jobs]]`/`[jobs…]` header, or a
+/// top-level `jobs` key before any table header. A batch with a syntax
+/// error is still recognised, so it is checked as a batch.
+fn is_batch(path: &Path) -> std::io::Result<bool> {
     let name = path.to_string_lossy();
-    if name.ends_with(".jsonl") || name.ends_with(".ndjson") || text.trim_start().starts_with('{') {
-        return true;
+    if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+        return Ok(true);
     }
-    match toml::from_str::<toml::Table>(text) {
-        Ok(t) => t.contains_key("jobs"),
-        Err(_) => text.lines().any(|l| {
-            let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
-            l.starts_with("[[jobs]]")
-        }),
+    let mut input = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut buf = Vec::new();
+    let mut first = true;
+    let mut in_table = false;
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(false);
+        }
+        let code = buf.split(|b| *b == b'#').next().unwrap_or_default();
+        let compact: Vec<u8> = code
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        if compact.is_empty() {
+            continue;
+        }
+        if first && compact[0] == b'{' {
+            return Ok(true);
+        }
+        first = false;
+        if compact.starts_with(b"[[jobs]]")
+            || compact.starts_with(b"[jobs]")
+            || compact.starts_with(b"[jobs.")
+        {
+            return Ok(true);
+        }
+        if compact[0] == b'[' {
+            in_table = true;
+        } else if !in_table
+            && (compact.starts_with(b"jobs=")
+                || compact.starts_with(b"jobs.")
+                || compact.starts_with(b"\"jobs\"="))
+        {
+            return Ok(true);
+        }
     }
 }
 
@@ -82,18 +117,15 @@ pub fn run(config: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<()> {
     let mut cfg: Option<Config> = None;
     let mut batches = Vec::new();
     for f in files {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(format!("{}: cannot read: {e}", f.display()));
-                continue;
-            }
-        };
-        if is_batch(f, &text) {
-            batches.push((f.clone(), text));
-        } else {
-            match Config::load(Some(f)) {
+        match is_batch(f) {
+            Err(e) => errors.push(format!("{}: cannot read: {e}", f.display())),
+            Ok(true) => batches.push(f.clone()),
+            // Checked as the daemon's start would: credentials, dirs.
+            Ok(false) => match Config::load_for_start(Some(f)) {
                 Ok(c) => {
+                    for w in c.start_warnings() {
+                        eprintln!("{}: warning: {w}", f.display());
+                    }
                     println!(
                         "{}: config ok ({} provider(s))",
                         f.display(),
@@ -102,7 +134,7 @@ pub fn run(config: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<()> {
                     cfg = Some(c);
                 }
                 Err(e) => errors.push(format!("{e:#}")),
-            }
+            },
         }
     }
     if cfg.is_none() && !batches.is_empty() {
@@ -114,15 +146,17 @@ pub fn run(config: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<()> {
         }
     }
     let v = offline(cfg.as_ref())?;
-    for (f, text) in batches {
+    for f in batches {
         let name = f.display().to_string();
-        match batch::parse(&name, &text) {
+        // Checked as it is read: only the keys are kept (for repeats).
+        let mut checker = batch::Checker::new(Some(&v));
+        match batch::scan_file(&f, &mut checker) {
             Err(problems) => errors.extend(problems.iter().map(|p| p.render(&name))),
-            Ok(b) => {
-                let mut problems = batch::check(&b.jobs, &v);
-                batch::locate(&mut problems, &b);
+            Ok(()) => {
+                let n = checker.count();
+                let problems = checker.finish();
                 if problems.is_empty() {
-                    println!("{name}: batch ok ({} jobs)", b.jobs.len());
+                    println!("{name}: batch ok ({n} jobs)");
                 } else {
                     errors.extend(problems.iter().map(|p| p.render(&name)));
                 }

@@ -127,23 +127,29 @@ impl Client {
         Ok(serde_json::from_value(v)?)
     }
 
+    /// `/v1/jobs/{key}` with the key as one path segment. A key no job can
+    /// have is refused here, with the rule, rather than sent as a URL that
+    /// would name another resource (`..` is "the parent").
+    fn job_url(&self, key: &str, tail: &str) -> anyhow::Result<String> {
+        switchyard_core::check_key(key).map_err(|e| Invalid(anyhow!("{key:?}: {e}")))?;
+        Ok(format!("{}/v1/jobs/{}{tail}", self.base, enc(key)))
+    }
+
     pub async fn job(&self, key: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.get(format!("{}/v1/jobs/{}", self.base, enc(key))))
-            .await
+        self.send(self.http.get(self.job_url(key, "")?)).await
     }
 
     pub async fn cancel(&self, key: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(
-            self.http
-                .delete(format!("{}/v1/jobs/{}", self.base, enc(key))),
-        )
-        .await
+        self.send(self.http.delete(self.job_url(key, "")?)).await
     }
 
+    /// Sent as JSON (an empty object): the daemon refuses a POST without a
+    /// JSON content type, which is what a web page could send across sites.
     pub async fn retry(&self, key: &str) -> anyhow::Result<serde_json::Value> {
         self.send(
             self.http
-                .post(format!("{}/v1/jobs/{}/retry", self.base, enc(key))),
+                .post(self.job_url(key, "/retry")?)
+                .json(&serde_json::json!({})),
         )
         .await
     }
@@ -156,7 +162,9 @@ impl Client {
     }
 }
 
-/// Percent-encodes a job key for a path segment.
+/// Percent-encodes a job key as one path segment: every byte but the
+/// unreserved ones (letters, digits, `-_.~`), so `/`, `?`, `#`, `%`, spaces
+/// and non-ASCII text reach the daemon as written.
 fn enc(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
@@ -169,14 +177,23 @@ fn enc(key: &str) -> String {
     out
 }
 
-/// Reads batch files, reporting every problem with file and line.
+/// Reads batch files, reporting every problem with file and line; what
+/// can be checked without the daemon (keys, an empty batch) is, for every
+/// file, before any is sent.
 pub fn read_batches(files: &[PathBuf]) -> anyhow::Result<Vec<(String, batch::Batch)>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for f in files {
         let name = f.display().to_string();
         match batch::read(f) {
-            Ok(b) => out.push((name, b)),
+            Ok(b) => {
+                let problems = batch::check_local(&b);
+                if problems.is_empty() {
+                    out.push((name, b));
+                } else {
+                    errors.extend(problems.iter().map(|p| p.render(&name)));
+                }
+            }
             Err(problems) => errors.extend(problems.iter().map(|p| p.render(&name))),
         }
     }

@@ -42,6 +42,11 @@ pub struct DaemonConfig {
     /// the default listen address). A relative path is looked up in
     /// `$CREDENTIALS_DIRECTORY` first.
     pub auth_token_file: Option<PathBuf>,
+    /// Host names (optionally `name:port`) the control API answers to,
+    /// besides `localhost` and IP literals: a request whose `Host` header
+    /// names anything else gets 421 (a DNS-rebinding page sends its own
+    /// name). Also the only other origins allowed to send changes.
+    pub allowed_hosts: Vec<String>,
     /// How long SIGTERM waits for in-flight requests before exiting anyway.
     #[serde(with = "dur")]
     pub shutdown_grace: Duration,
@@ -65,6 +70,7 @@ impl Default for DaemonConfig {
             inbox_dir: None,
             inbox_settle: Duration::from_secs(2),
             auth_token_file: None,
+            allowed_hosts: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             worker_threads: 1,
@@ -98,6 +104,10 @@ pub struct ProviderConfig {
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub api_key_file: Option<PathBuf>,
+    /// Whether the provider needs an API key (every kind's create does).
+    /// With `false`, a missing key is not an error.
+    #[serde(default = "default_true")]
+    pub api_key_required: bool,
     #[serde(default)]
     pub rate_limit: RateLimit,
     #[serde(default = "default_in_flight")]
@@ -118,6 +128,9 @@ fn default_in_flight() -> u32 {
 fn default_attempts() -> u32 {
     5
 }
+fn default_true() -> bool {
+    true
+}
 
 impl ProviderConfig {
     pub fn base_url(&self) -> String {
@@ -126,12 +139,62 @@ impl ProviderConfig {
             .unwrap_or_else(|| self.kind.default_base_url().to_string())
     }
 
+    /// The API key. A missing one is an error unless `api_key_required =
+    /// false`: every job would fail at the provider with 401.
     pub fn api_key(&self) -> anyhow::Result<Option<Secret>> {
-        read_secret(
+        let key = read_secret(
             self.api_key_env.as_deref(),
             self.api_key_file.as_deref(),
             "api key",
-        )
+        )?
+        .filter(|k| !k.is_empty());
+        if key.is_none() {
+            if let Some((_, why)) = self.missing_key() {
+                bail!("{why}");
+            }
+        }
+        Ok(key)
+    }
+
+    /// Why this provider has no usable API key, as (the key to point at,
+    /// empty for the provider's table; message), or `None` when it has one
+    /// or needs none. Names the variable or file, never a value.
+    fn missing_key(&self) -> Option<(&'static str, String)> {
+        let hint = "set it, or api_key_required = false if this provider needs no key";
+        if let Some(path) = &self.api_key_file {
+            let found = expand_credentials_dir(path);
+            return match std::fs::read_to_string(&found) {
+                Err(e) => Some((
+                    "api_key_file",
+                    format!(
+                        "cannot read {}: {e}{}",
+                        found.display(),
+                        credentials_dir_hint(path)
+                    ),
+                )),
+                Ok(t) if t.trim().is_empty() && self.api_key_required => Some((
+                    "api_key_file",
+                    format!("{} is empty: no API key; {hint}", found.display()),
+                )),
+                Ok(_) => None,
+            };
+        }
+        if !self.api_key_required {
+            return None;
+        }
+        match &self.api_key_env {
+            Some(var) => match std::env::var_os(var) {
+                Some(v) if !v.is_empty() => None,
+                _ => Some((
+                    "api_key_env",
+                    format!("environment variable {var} is not set (or is empty): no API key; {hint}"),
+                )),
+            },
+            None => Some((
+                "",
+                "no API key: set api_key_env or api_key_file (or api_key_required = false if this provider needs no key)".into(),
+            )),
+        }
     }
 
     pub fn webhook_secret(&self) -> anyhow::Result<Option<Secret>> {
@@ -163,6 +226,59 @@ fn read_secret(
         };
     }
     Ok(None)
+}
+
+/// Said after "cannot read" for a relative path: where it was looked for.
+fn credentials_dir_hint(path: &Path) -> &'static str {
+    if !path.is_relative() {
+        ""
+    } else if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+        " (looked up in $CREDENTIALS_DIRECTORY, then the current directory)"
+    } else {
+        " (a relative path is looked up in $CREDENTIALS_DIRECTORY, which is not set, then the current directory)"
+    }
+}
+
+/// Why `dir` cannot be created or written by this user, if it cannot. A
+/// directory that does not exist yet is judged by its nearest existing
+/// ancestor, and nothing is left on disk: the write test is an unnamed
+/// temporary file.
+fn dir_problem(dir: &Path) -> Option<String> {
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) if at == dir => {
+                return Some(format!("{} exists and is not a directory", dir.display()))
+            }
+            Ok(_) => {
+                return Some(format!(
+                    "cannot be created: {} is a file, not a directory",
+                    at.display()
+                ))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                at = match at.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+            }
+            Err(e) => return Some(format!("cannot inspect {}: {e}", at.display())),
+        }
+    }
+    match tempfile::tempfile_in(at) {
+        Ok(_) => None,
+        Err(e) if at == dir => Some(format!("{} is not writable: {e}", dir.display())),
+        Err(e) => Some(format!(
+            "cannot be created: {} is not writable: {e}",
+            at.display()
+        )),
+    }
 }
 
 /// `LoadCredential=` puts files under `$CREDENTIALS_DIRECTORY`; a relative
@@ -203,14 +319,39 @@ impl Config {
     /// the file and line (`FILE:LINE:COLUMN: message`) or the variable it
     /// comes from.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        Config::load_checked(path, false)
+    }
+
+    /// [`Config::load`], plus what starting the daemon would find: missing
+    /// credentials, a data, output or inbox dir that cannot be created. For
+    /// `check`, the daemon's start and SIGHUP; not for client commands,
+    /// which read the config only for the daemon's address and token.
+    pub fn load_for_start(path: Option<&Path>) -> anyhow::Result<Config> {
+        Config::load_checked(path, true)
+    }
+
+    fn load_checked(path: Option<&Path>, for_start: bool) -> anyhow::Result<Config> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         let mut text = None;
         if let Some(p) = path {
             if !p.exists() {
                 bail!("{}: config file does not exist", p.display());
             }
-            let t = std::fs::read_to_string(p)
-                .with_context(|| format!("{}: cannot read", p.display()))?;
+            let bytes =
+                std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+            let t = String::from_utf8(bytes).map_err(|e| {
+                let bytes = e.as_bytes();
+                let bad = e.utf8_error().valid_up_to();
+                // Valid by definition of `valid_up_to`.
+                let good = std::str::from_utf8(&bytes[..bad]).unwrap_or_default();
+                let line = good.matches('\n').count() + 1;
+                let column = good.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                anyhow::anyhow!(
+                    "{}:{line}:{column}: invalid UTF-8 (byte 0x{:02X}): the config must be UTF-8 text",
+                    p.display(),
+                    bytes[bad]
+                )
+            })?;
             // The file alone first, with toml: its errors (syntax, unknown
             // keys, wrong types) carry a span, so they can name the line.
             if let Err(e) = toml::from_str::<Config>(&t) {
@@ -234,7 +375,10 @@ impl Config {
                 .collect();
             anyhow::anyhow!(msgs.join("\n"))
         })?;
-        let problems = cfg.problems();
+        let mut problems = cfg.problems();
+        if for_start && problems.is_empty() {
+            problems = cfg.start_problems();
+        }
         if !problems.is_empty() {
             let doc = text
                 .as_deref()
@@ -271,6 +415,14 @@ impl Config {
         }
         if self.daemon.request_timeout.is_zero() {
             push("daemon.request_timeout".into(), "must be above zero");
+        }
+        for h in &self.daemon.allowed_hosts {
+            if crate::http::AllowedHost::parse(h).is_none() {
+                push(
+                    "daemon.allowed_hosts".into(),
+                    &format!("{h:?} is not a host name, optionally with :port (e.g. \"switchyard.lan\" or \"switchyard.lan:7700\"; not a URL)"),
+                );
+            }
         }
         for (name, p) in &self.providers {
             let at = format!("providers.{name}");
@@ -330,6 +482,66 @@ impl Config {
                         format!("{at}.base_url"),
                         &format!("{url:?} is not an http(s) URL"),
                     );
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Config {
+    /// What the daemon's start would trip on, as (dotted key, message):
+    /// credentials that are missing or unreadable, directories that cannot
+    /// be created. Judged for the user running it (`check` as root sees
+    /// files the service user may not).
+    pub fn start_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let d = &self.daemon;
+        let dirs = [
+            ("daemon.data_dir", Some(&d.data_dir)),
+            ("daemon.output_dir", d.output_dir.as_ref()),
+            ("daemon.inbox_dir", d.inbox_dir.as_ref()),
+        ];
+        for (key, dir) in dirs {
+            if let Some(why) = dir.and_then(|p| dir_problem(p)) {
+                out.push((key.to_string(), why));
+            }
+        }
+        if let Err(e) = d.auth_token() {
+            out.push(("daemon.auth_token_file".into(), format!("{e:#}")));
+        }
+        for (name, p) in &self.providers {
+            if let Some((key, why)) = p.missing_key() {
+                let at = match key {
+                    "" => format!("providers.{name}"),
+                    key => format!("providers.{name}.{key}"),
+                };
+                out.push((at, why));
+            }
+            if let Some(path) = &p.webhook_secret_file {
+                let found = expand_credentials_dir(path);
+                if let Err(e) = std::fs::read(&found) {
+                    out.push((
+                        format!("providers.{name}.webhook_secret_file"),
+                        format!(
+                            "cannot read {}: {e}{}",
+                            found.display(),
+                            credentials_dir_hint(path)
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Settings that start would accept but that are likely a mistake.
+    pub fn start_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, p) in &self.providers {
+            if let Some(var) = &p.webhook_secret_env {
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    out.push(format!("providers.{name}.webhook_secret_env: environment variable {var} is not set: signed webhooks from this provider will be refused (polling still follows its jobs)"));
                 }
             }
         }

@@ -216,6 +216,7 @@ fn demo_config(dir: &Path, sim: &SimServer) -> anyhow::Result<Config> {
                 base_url: Some(sim.base_url(kind)),
                 api_key_env: None,
                 api_key_file: Some(key_file),
+                api_key_required: true,
                 rate_limit: RateLimit {
                     per_second: Some(5),
                     per_minute: None,

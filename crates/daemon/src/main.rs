@@ -6,9 +6,9 @@ mod check;
 mod client;
 mod config;
 mod demo;
+
 mod http;
 mod output;
-
 mod serve;
 mod watch;
 
@@ -153,7 +153,10 @@ enum Cmd {
     ///
     /// A file with `[[jobs]]` (or a .jsonl file) is a batch, checked against the
     /// providers of --config (or, without one, a provider per kind named like it);
-    /// anything else is a config, checked with the SWITCHYARD_* variables applied.
+    /// anything else is a config, checked with the SWITCHYARD_* variables applied
+    /// and as the daemon's start would: every provider's API key present (the
+    /// variable set, the file readable; relative files in $CREDENTIALS_DIRECTORY),
+    /// data_dir, output_dir and inbox_dir creatable by this user.
     Check {
         /// Config or batch files.
         #[arg(required = true)]
@@ -194,6 +197,8 @@ enum BenchCmd {
     },
     /// Throughput, memory, idle CPU and restart time for 1k..100k jobs, beside ceilings from the same run.
     Scale(switchyard_bench::scale::ScaleOpts),
+    /// Peak memory of `check` on a large batch file (JSON Lines and TOML), as a multiple of the file size.
+    Batch(switchyard_bench::batch::BatchOpts),
     /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
     Poll {
         #[arg(long, default_value_t = 1000)]
@@ -294,7 +299,7 @@ fn load_config(
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<(config::Config, Option<PathBuf>)> {
     let resolved = config::resolve_path(path);
-    let cfg = config::Config::load(resolved.as_deref()).map_err(Invalid)?;
+    let cfg = config::Config::load_for_start(resolved.as_deref()).map_err(Invalid)?;
     Ok((cfg, resolved))
 }
 
@@ -449,6 +454,9 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
         Cmd::Bench {
             what: BenchCmd::Scale(opts),
         } => switchyard_bench::scale::run(opts).await,
+        Cmd::Bench {
+            what: BenchCmd::Batch(opts),
+        } => switchyard_bench::batch::run(opts),
         Cmd::Bench {
             what: BenchCmd::Poll { jobs, seed },
         } => {

@@ -21,6 +21,8 @@ pub struct Daemon {
     pub rt: Engine,
     /// The control API's bearer token (SIGHUP re-reads its file).
     pub auth: Arc<http::Auth>,
+    /// Allowed host names (SIGHUP replaces them).
+    pub guard: Arc<http::Guard>,
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -30,8 +32,19 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the store, starts the runtime and binds the control listener.
     pub async fn start(cfg: &Config) -> anyhow::Result<Daemon> {
+        // What `check` reports, refused before anything is opened (a
+        // provider without its key would fail every job with 401).
+        let problems = cfg.start_problems();
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+            return Err(crate::Invalid(anyhow::anyhow!("{}", lines.join("\n"))).into());
+        }
+        for w in cfg.start_warnings() {
+            tracing::warn!("{w}");
+        }
         let token = cfg.daemon.auth_token().map_err(crate::Invalid)?;
         let auth = Arc::new(http::Auth::new(token.as_ref()));
+        let guard = Arc::new(http::Guard::new(&cfg.daemon.allowed_hosts, auth.clone()));
         let shutdown = CancellationToken::new();
         let store = open_store(cfg)?;
         let rt = Engine::start(engine_config(cfg)?, store, shutdown.child_token()).await?;
@@ -46,7 +59,7 @@ impl Daemon {
                 cfg.daemon.inbox_settle,
             ));
         }
-        let app = http::router(rt.clone(), auth.clone());
+        let app = http::router(rt.clone(), auth.clone(), guard.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             let res = axum::serve(listener, app)
@@ -59,10 +72,14 @@ impl Daemon {
         if !addr.ip().is_loopback() && !auth.enabled() {
             tracing::warn!(%addr, "listening beyond loopback without daemon.auth_token_file: anyone who can reach this address controls the queue");
         }
+        if !addr.ip().is_loopback() && cfg.daemon.allowed_hosts.is_empty() {
+            tracing::info!(%addr, "requests naming this machine by a host name get 421 unless the name is listed in daemon.allowed_hosts (IP addresses always work)");
+        }
         tracing::info!(%addr, providers = rt.provider_names().len(), auth = auth.enabled(), "switchyard daemon listening");
         Ok(Daemon {
             rt,
             auth,
+            guard,
             addr,
             shutdown,
             server,
@@ -123,11 +140,12 @@ pub async fn run(cfg: Config, cfg_path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// SIGHUP: re-reads the config file and the environment. Rate limits,
-/// budgets, polling settings, max_in_flight/max_attempts and the auth token
-/// take effect at once; anything else waits for a restart (said in the log).
+/// budgets, polling settings, max_in_flight/max_attempts, the auth token and
+/// allowed_hosts take effect at once; anything else waits for a restart (said in the log).
 /// A config with any problem is refused whole and the running one kept.
 fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> Option<Config> {
-    let new = match Config::load(path) {
+    // Checked as at start: a provider whose key went missing is refused too.
+    let new = match Config::load_for_start(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload refused, keeping the running configuration: {e:#}");
@@ -142,6 +160,7 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
         }
     };
     daemon.auth.set(token.as_ref());
+    daemon.guard.set_allowed(&new.daemon.allowed_hosts);
     let limits: BTreeMap<String, ProviderLimits> = new
         .providers
         .iter()

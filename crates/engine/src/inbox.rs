@@ -97,27 +97,23 @@ async fn ingest(rt: &Engine, dir: &Path, path: &Path, name: &str, sig: Signature
                 && m.len() == text.len() as u64 => {}
         _ => return,
     }
-    let outcome = match String::from_utf8(text) {
-        Err(_) => Err(vec![format!("{name}: not UTF-8 text")]),
-        Ok(text) => match batch::parse(name, &text) {
-            Err(problems) => Err(problems.iter().map(|p| p.render(name)).collect::<Vec<_>>()),
-            Ok(batch) if batch.jobs.is_empty() => {
-                Err(vec![format!("{name}: no jobs in this file")])
+    // Same reading and rules as `check` and `submit`: invalid UTF-8 and an
+    // empty batch are problems located like any other.
+    let outcome = match batch::parse_bytes(name, &text) {
+        Err(problems) => Err(problems.iter().map(|p| p.render(name)).collect::<Vec<_>>()),
+        Ok(parsed) => match rt.intake(parsed.jobs.clone()).await {
+            Ok(answer) => Ok(answer),
+            Err(EngineError::Invalid(mut problems)) => {
+                batch::locate(&mut problems, &parsed);
+                Err(problems.iter().map(|p| p.render(name)).collect())
             }
-            Ok(parsed) => match rt.intake(parsed.jobs.clone()).await {
-                Ok(answer) => Ok(answer),
-                Err(EngineError::Invalid(mut problems)) => {
-                    batch::locate(&mut problems, &parsed);
-                    Err(problems.iter().map(|p| p.render(name)).collect())
-                }
-                Err(e) => {
-                    tracing::error!(
-                        file = name,
-                        "inbox: storing the batch failed, will try again: {e}"
-                    );
-                    return;
-                }
-            },
+            Err(e) => {
+                tracing::error!(
+                    file = name,
+                    "inbox: storing the batch failed, will try again: {e}"
+                );
+                return;
+            }
         },
     };
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now())

@@ -35,6 +35,11 @@ impl Auth {
             .is_some()
     }
 
+    /// True when a token is configured and `header` carries it.
+    pub fn accepts(&self, header: Option<&HeaderValue>) -> bool {
+        self.enabled() && self.allows(header)
+    }
+
     /// True when no token is configured or `header` carries the right one.
     fn allows(&self, header: Option<&HeaderValue>) -> bool {
         let Some(want) = *self.digest.read().unwrap_or_else(|e| e.into_inner()) else {

@@ -6,7 +6,9 @@
 //! Every error answer, including the router's own (unknown route, wrong
 //! method, body too large, bad query), is `{"error": {"code", "message"}}`.
 //! With `daemon.auth_token_file` set, every route but `/healthz` and
-//! `/webhooks/*` needs `Authorization: Bearer <token>`.
+//! `/webhooks/*` needs `Authorization: Bearer <token>`. The guards against
+//! other sites' pages (foreign `Host`, cross-site changes) are in
+//! `guard.rs`.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -17,22 +19,25 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
-use switchyard_api::{BatchBody, ErrorBody, ErrorDetail, ProviderView};
+use switchyard_api::batch;
+use switchyard_api::{ErrorBody, ErrorDetail, ProviderView};
 use switchyard_core::JobState;
 use switchyard_engine::{Engine, EngineError, Health, WebhookOutcome};
 use switchyard_store::Filter;
 
 mod auth;
 mod errors;
+mod guard;
 mod metrics;
 
 pub use auth::Auth;
 use errors::{json_errors, ApiError};
+pub use guard::{AllowedHost, Guard};
 
 /// Largest request body accepted (a batch of many thousand jobs fits).
 pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
-pub fn router(rt: Engine, auth: Arc<Auth>) -> Router {
+pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -44,7 +49,13 @@ pub fn router(rt: Engine, auth: Arc<Auth>) -> Router {
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(json_errors))
+        // Outermost first: a foreign Host, then the token, then cross-site.
+        .layer(middleware::from_fn_with_state(
+            guard.clone(),
+            guard::same_site,
+        ))
         .layer(middleware::from_fn_with_state(auth, auth::require_token))
+        .layer(middleware::from_fn_with_state(guard, guard::known_host))
         .with_state(rt)
 }
 
@@ -104,8 +115,16 @@ async fn retry_job(
     Ok(Json(rt.retry(&key).await?).into_response())
 }
 
+/// The body as received: `jobs` only (an unknown top-level field is a 400);
+/// each job is read with the files' rule by [`batch::from_json`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictBody {
+    jobs: Vec<serde_json::Value>,
+}
+
 async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
-    let parsed: BatchBody = match serde_json::from_slice(&body) {
+    let parsed: StrictBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return ApiError::new(
@@ -116,7 +135,11 @@ async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
             .into_response()
         }
     };
-    match rt.intake(parsed.jobs).await {
+    let outcome = match batch::from_json(parsed.jobs) {
+        Ok(jobs) => rt.intake(jobs).await,
+        Err(problems) => Err(EngineError::Invalid(problems)),
+    };
+    match outcome {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
         Err(EngineError::Invalid(problems)) => {
             let n = problems.len();
