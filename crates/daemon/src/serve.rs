@@ -244,6 +244,7 @@ fn engine_config(cfg: &Config) -> anyhow::Result<EngineConfig> {
             base_url: pc.base_url(),
             api_key: pc.api_key()?,
             webhook_secret: pc.webhook_secret()?,
+            ..Default::default()
         };
         if settings.api_key.is_none() {
             tracing::warn!(provider = %name, "no API key configured (api_key_env / api_key_file)");

@@ -22,13 +22,14 @@
 //!   to reconcile (`find_by_key`) or to resend (only safe where
 //!   `idempotent_create()` is true).
 
-use crate::{ParamProblem, ProviderError, WebhookCheck};
+use crate::record::{Exchange, Recorder};
+use crate::{answer_kind, ParamProblem, ProviderError, WebhookCheck};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::ops::RangeInclusive;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use switchyard_core::Secret;
 
 /// Sent with every create call so that a provider (or the simulator) that
@@ -43,6 +44,14 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Provider text quoted in error messages is cut to this many characters.
 const MAX_QUOTED: usize = 300;
+
+/// An excerpt of an unexpected answer is cut to this many characters.
+const EXCERPT: usize = 200;
+
+/// How the errors of an unreadable 2xx body begin, so that
+/// [`unexpected_of`] can name them (they are built only here).
+const MALFORMED: &str = "malformed response body";
+const MISSING: &str = " response has no usable ";
 
 /// How a provider wants the API key presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +106,18 @@ pub struct Transport {
     secrets: Vec<Secret>,
     auth: Auth,
     codes: CodeMap,
+    recorder: Option<Recorder>,
+}
+
+/// A provider's answer, before classification.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// The `Date` header, for comparing clocks (`doctor`).
+    pub date: Option<SystemTime>,
+    /// Only when the status is not 2xx (`Retry-After` lives here).
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl fmt::Debug for Transport {
@@ -175,6 +196,11 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Borrows rendered path segments for a [`Call`].
+pub fn refs(segments: &[String]) -> Vec<&str> {
+    segments.iter().map(String::as_str).collect()
+}
+
 impl Transport {
     /// `secrets` lists what must be scrubbed from error messages besides the
     /// API key (the webhook secret, where one is configured).
@@ -210,7 +236,14 @@ impl Transport {
             secrets,
             auth,
             codes,
+            recorder: None,
         }
+    }
+
+    /// Records every exchange of this transport (`daemon.record_dir`).
+    pub fn with_recorder(mut self, recorder: Option<Recorder>) -> Self {
+        self.recorder = recorder;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -234,7 +267,43 @@ impl Transport {
         parse_json(&bytes)
     }
 
+    /// Sends `call` and returns the answer unclassified, whatever its
+    /// status (`doctor` judges a 404 itself). Errors are transport errors
+    /// only, scrubbed.
+    pub async fn exchange(&self, call: Call<'_>) -> Result<Answer, ProviderError> {
+        self.exchange_inner(&call).await.map_err(|e| self.scrub(e))
+    }
+
+    /// A short excerpt of a provider's answer, fit for a log line or a
+    /// `doctor` report: cut, and with every configured secret removed.
+    pub fn excerpt(&self, body: &[u8]) -> String {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        let cut = match text.char_indices().nth(EXCERPT) {
+            Some((end, _)) => format!("{}…", &text[..end]),
+            None => text.to_string(),
+        };
+        self.secrets
+            .iter()
+            .fold(cut, |acc, s| acc.replace(s.expose(), "[redacted]"))
+    }
+
     async fn send_inner(&self, call: Call<'_>) -> Result<Vec<u8>, ProviderError> {
+        let answer = self.exchange_inner(&call).await?;
+        if answer.status.is_success() {
+            Ok(answer.body)
+        } else {
+            Err(classify(
+                answer.status,
+                &answer.headers,
+                &answer.body,
+                self.codes,
+                SystemTime::now(),
+            ))
+        }
+    }
+
+    async fn exchange_inner(&self, call: &Call<'_>) -> Result<Answer, ProviderError> {
         let url = self.url(&call.segments, &call.query)?;
         let mut headers = HeaderMap::new();
         if call.authenticated {
@@ -267,6 +336,8 @@ impl Transport {
                 }
             }
         }
+        // The recorder sees the headers as sent (it redacts the key).
+        let recorded_headers = self.recorder.as_ref().map(|_| headers.clone());
         let mut request = self
             .client
             .request(call.method.clone(), url.clone())
@@ -274,14 +345,45 @@ impl Transport {
         if let Some(body) = call.body {
             request = request.json(body);
         }
+        let (started, t0) = (SystemTime::now(), Instant::now());
+        let result = self.read_answer(call, &url, request).await;
+        if let (Some(rec), Some(sent)) = (&self.recorder, &recorded_headers) {
+            rec.record(
+                Exchange {
+                    started,
+                    elapsed: t0.elapsed(),
+                    method: call.method.as_str(),
+                    url: &url,
+                    request_headers: sent,
+                    request_body: call.body,
+                    answer: result.as_ref().ok(),
+                    error: result.as_ref().err().map(|e| self.scrub(e.clone()).to_string()),
+                },
+                &self.secrets,
+            );
+        }
+        result
+    }
+
+    async fn read_answer(
+        &self,
+        call: &Call<'_>,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, ProviderError> {
         let response = request
             .send()
             .await
             .map_err(|e| transport_error(&call.method, &e))?;
         let status = response.status();
-        // Only an error answer needs its headers (Retry-After), after the
-        // body is read: cloned then, not for every answer.
-        let response_headers = if status.is_success() {
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        // Only an error answer needs its headers (Retry-After), and a
+        // recording its few selected ones: cloned then, not for every answer.
+        let headers = if status.is_success() && self.recorder.is_none() {
             HeaderMap::new()
         } else {
             response.headers().clone()
@@ -295,17 +397,12 @@ impl Transport {
             ))
         })?;
         tracing::debug!(method = %call.method, path = url.path(), status = status.as_u16(), "provider call");
-        if status.is_success() {
-            Ok(body.to_vec())
-        } else {
-            Err(classify(
-                status,
-                &response_headers,
-                &body,
-                self.codes,
-                SystemTime::now(),
-            ))
-        }
+        Ok(Answer {
+            status,
+            date,
+            headers,
+            body: body.to_vec(),
+        })
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ProviderError> {
@@ -346,6 +443,15 @@ impl Transport {
             ProviderError::Permanent { code, message } => ProviderError::Permanent {
                 code: clean(code),
                 message: clean(message),
+            },
+            ProviderError::Unexpected {
+                kind,
+                detail,
+                excerpt,
+            } => ProviderError::Unexpected {
+                kind,
+                detail: clean(detail),
+                excerpt: clean(excerpt),
             },
             other @ (ProviderError::RateLimited { .. } | ProviderError::Unsupported(_)) => other,
         }
@@ -548,7 +654,7 @@ fn quote(text: &str) -> String {
 pub fn parse_json(body: &[u8]) -> Result<Value, ProviderError> {
     serde_json::from_slice(body).map_err(|e| {
         ProviderError::Transient(format!(
-            "malformed response body ({e}); if this answered a create, the job may exist at the provider"
+            "{MALFORMED} ({e}); if this answered a create, the job may exist at the provider"
         ))
     })
 }
@@ -556,8 +662,29 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ProviderError> {
 /// A required field was missing from an otherwise readable answer.
 pub fn missing(provider: &str, what: &str) -> ProviderError {
     ProviderError::Transient(format!(
-        "{provider} response has no usable {what}; if this answered a create, the job may exist at the provider"
+        "{provider}{MISSING}{what}; if this answered a create, the job may exist at the provider"
     ))
+}
+
+/// Names the unreadable-body errors built by [`parse_json`] and
+/// [`missing`]: (kind, missing field or "").
+pub fn unexpected_of(message: &str) -> Option<(&'static str, String)> {
+    if message.starts_with(MALFORMED) {
+        return Some((answer_kind::UNPARSEABLE_BODY, String::new()));
+    }
+    let (_, rest) = message.split_once(MISSING)?;
+    let field = rest.split(';').next().unwrap_or_default();
+    Some((answer_kind::MISSING_FIELD, field.to_string()))
+}
+
+/// An unknown status word: the answer is readable, but says what no
+/// document shows.
+pub fn unknown_word(transport: &Transport, word: &str, body: &[u8]) -> ProviderError {
+    ProviderError::Unexpected {
+        kind: answer_kind::STATUS_WORD,
+        detail: transport.excerpt(word.as_bytes()),
+        excerpt: transport.excerpt(body),
+    }
 }
 
 // ---- tolerant readers -------------------------------------------------------
