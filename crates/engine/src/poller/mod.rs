@@ -181,7 +181,22 @@ impl Shared {
                 let _ = self.sched.send(polled(None, false, None, None));
             }
             Err(e) => {
-                p.counters.errors.fetch_add(1, Ordering::Relaxed);
+                // A surprise is not a failure: the job stays live and is
+                // polled again on its schedule, within `poll.timeout`.
+                match e.unexpected_answer() {
+                    Some((kind, detail)) => {
+                        let excerpt = match &e {
+                            ProviderError::Unexpected { excerpt, .. } => excerpt.clone(),
+                            other => other.to_string(),
+                        };
+                        p.counters
+                            .unexpected
+                            .note(&p.name, &key, "poll", kind, &detail, &excerpt);
+                    }
+                    None => {
+                        p.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 tracing::debug!(%key, "poll failed: {e}");
                 let _ = self.sched.send(polled(None, false, None, None));
             }
