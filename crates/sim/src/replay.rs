@@ -202,6 +202,15 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_on(listener, replay, cancel).await
+}
+
+/// [`serve`] on a listener already bound (tests bind port 0 and read it).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    replay: Replay,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, exchanges = replay.loaded, "replaying a recording");
     let app = Router::new()
         .fallback(handle)
