@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{free_port, wait_listening, wait_settled, write_config, Guard, P, BIN};
+use common::{free_port, wait_listening, wait_settled, write_config, Guard, BIN, P};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -113,7 +113,8 @@ async fn doctor_finds_every_account_fit_and_spends_nothing() {
     for p in v["providers"].as_array().unwrap() {
         assert!(p["probe"]["clock_skew_secs"].as_i64().unwrap().abs() <= 2);
     }
-    let printed = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!printed.contains(CANARY_KEY));
 
     // What the providers saw: one request each, no create, no charge.
@@ -143,17 +144,27 @@ async fn doctor_says_which_keys_the_providers_refuse() {
     assert_eq!(got["viggle"], "ok");
     let viggle = &v["providers"].as_array().unwrap()[3];
     assert_eq!(viggle["name"], "viggle");
-    assert!(viggle["probe"]["detail"].as_str().unwrap().contains("not proven"));
+    assert!(viggle["probe"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("not proven"));
 
     // One provider asked for: only it is probed.
-    let (out, v) = doctor(&env.config, Some("sk_live_wrong_key"), &["--provider", "ugen"]);
+    let (out, v) = doctor(
+        &env.config,
+        Some("sk_live_wrong_key"),
+        &["--provider", "ugen"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(outcomes(&v).len(), 1);
     // A missing key is a setup problem (2), and nothing is sent.
     let before = sim_stats(&sim).await["providers"]["ugen"]["requests"].clone();
     let (out, v) = doctor(&env.config, None, &["--provider", "ugen"]);
     assert_eq!(out.status.code(), Some(2), "{v:#}");
-    assert_eq!(sim_stats(&sim).await["providers"]["ugen"]["requests"], before);
+    assert_eq!(
+        sim_stats(&sim).await["providers"]["ugen"]["requests"],
+        before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,9 +206,10 @@ async fn doctor_flags_a_path_override_that_answers_in_an_unexpected_shape() {
 
     // A template without {id} where one is needed is a config error at its line.
     let bad = env.dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("paths = { list = \"/no-such-list\" }", "paths = { status = \"/jobs\" }");
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "paths = { list = \"/no-such-list\" }",
+        "paths = { status = \"/jobs\" }",
+    );
     std::fs::write(&bad, &text).unwrap();
     let line = text
         .lines()
@@ -208,7 +220,9 @@ async fn doctor_flags_a_path_override_that_answers_in_an_unexpected_shape() {
     assert_eq!(check.status.code(), Some(2));
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(
-        err.contains(&format!("bad.toml:{line}:")) && err.contains("providers.ugen.paths.status") && err.contains("{id}"),
+        err.contains(&format!("bad.toml:{line}:"))
+            && err.contains("providers.ugen.paths.status")
+            && err.contains("{id}"),
         "{err}"
     );
 }
@@ -242,7 +256,11 @@ fn daemon(config: &Path, log: &Path) -> Guard {
 
 fn submit(url: &str, batch: &Path) {
     let out = common::cli(url, &["submit", batch.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn states(jobs: &[switchyard_core::Job]) -> BTreeMap<String, JobState> {
@@ -274,7 +292,10 @@ async fn a_recording_has_no_secret_and_replays_to_the_same_outcome() {
     let recorded = states(&wait_settled(&env.url, 8, Duration::from_secs(90)).await);
     assert_eq!(recorded["sneaker-dance-broken-image"], JobState::Failed);
     assert_eq!(
-        recorded.values().filter(|s| **s == JobState::Completed).count(),
+        recorded
+            .values()
+            .filter(|s| **s == JobState::Completed)
+            .count(),
         7
     );
     common::sigterm(d.child());
@@ -286,16 +307,32 @@ async fn a_recording_has_no_secret_and_replays_to_the_same_outcome() {
     for entry in std::fs::read_dir(&record_dir).unwrap() {
         text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
-    assert!(!text.contains(CANARY_KEY), "the API key leaked into the recording");
-    assert!(!text.contains(CANARY_HOOK), "the webhook secret leaked into the recording");
-    assert!(text.contains("[redacted]"), "credential headers are shown as redacted");
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        !text.contains(CANARY_KEY),
+        "the API key leaked into the recording"
+    );
+    assert!(
+        !text.contains(CANARY_HOOK),
+        "the webhook secret leaked into the recording"
+    );
+    assert!(
+        text.contains("[redacted]"),
+        "credential headers are shown as redacted"
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let creates = lines
         .iter()
-        .filter(|l| l["method"] == "POST" && l["response"]["status"].as_u64().is_some_and(|s| s < 300))
+        .filter(|l| {
+            l["method"] == "POST" && l["response"]["status"].as_u64().is_some_and(|s| s < 300)
+        })
         .count();
     assert_eq!(creates, 8, "one recorded create per job");
-    assert!(lines.iter().all(|l| l["provider"].is_string() && l["ts"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|l| l["provider"].is_string() && l["ts"].is_string()));
 
     // The recording, played back by `sim --replay`, leads a fresh daemon to
     // the same final state for every job.
@@ -366,7 +403,10 @@ async fn an_unknown_status_word_leaves_the_job_live_and_counted_until_it_goes_aw
     let submitted = Instant::now();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let mid = common::jobs(&env.url).await;
-    assert!(submitted.elapsed() < Duration::from_secs(6), "the test ran too slowly to see the window");
+    assert!(
+        submitted.elapsed() < Duration::from_secs(6),
+        "the test ran too slowly to see the window"
+    );
     assert_eq!(mid.len(), 4);
     for j in &mid {
         assert!(j.state.is_live(), "{}: {}", j.key, j.state);
@@ -386,7 +426,9 @@ async fn an_unknown_status_word_leaves_the_job_live_and_counted_until_it_goes_aw
         .await
         .unwrap();
     for kind in ALL {
-        let series = format!("switchyard_unexpected_answers_total{{provider=\"{kind}\",kind=\"status_word\"}} ");
+        let series = format!(
+            "switchyard_unexpected_answers_total{{provider=\"{kind}\",kind=\"status_word\"}} "
+        );
         let n: u64 = metrics
             .lines()
             .find_map(|l| l.strip_prefix(&series))
@@ -405,7 +447,10 @@ async fn an_unknown_status_word_leaves_the_job_live_and_counted_until_it_goes_aw
     common::sigterm(d.child());
     // Logged once per provider and word, not at every poll.
     let text = std::fs::read_to_string(&log).unwrap();
-    let logged = text.lines().filter(|l| l.contains("RENDERING_HOLD")).count();
+    let logged = text
+        .lines()
+        .filter(|l| l.contains("RENDERING_HOLD"))
+        .count();
     assert_eq!(logged, 4, "{text}");
     assert!(!text.contains(CANARY_KEY));
 }

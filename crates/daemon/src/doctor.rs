@@ -72,11 +72,7 @@ pub async fn run(config: Option<&Path>, opts: Options) -> anyhow::Result<()> {
         Some(name) if !cfg.providers.contains_key(name) => {
             return Err(Invalid(anyhow::anyhow!(
                 "no provider {name:?} in {where_} (configured: {})",
-                cfg.providers
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                cfg.providers.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
             .into());
         }
@@ -104,13 +100,23 @@ pub async fn run(config: Option<&Path>, opts: Options) -> anyhow::Result<()> {
     ] {
         let Some(dir) = dir else { continue };
         let (sev, v) = check_dir(dir);
-        report.note(sev, format!("{key} {}: {}", dir.display(), v["detail"].as_str().unwrap_or("")));
+        report.note(
+            sev,
+            format!(
+                "{key} {}: {}",
+                dir.display(),
+                v["detail"].as_str().unwrap_or("")
+            ),
+        );
         dirs.push(json!({"key": key, "path": dir, "ok": sev < Severity::Provider, "writable": v["writable"], "free_bytes": v["free_bytes"], "detail": v["detail"]}));
     }
     let now = SystemTime::now();
     report.note(
         Severity::Ok,
-        format!("clock: local time {}", humantime::format_rfc3339_seconds(now)),
+        format!(
+            "clock: local time {}",
+            humantime::format_rfc3339_seconds(now)
+        ),
     );
 
     let counts = if opts.offline {
@@ -121,9 +127,15 @@ pub async fn run(config: Option<&Path>, opts: Options) -> anyhow::Result<()> {
     report.note(
         Severity::Ok,
         match &counts {
-            Some(_) => format!("daemon {}: running (its unexpected-answer counts are shown)", opts.daemon_url),
+            Some(_) => format!(
+                "daemon {}: running (its unexpected-answer counts are shown)",
+                opts.daemon_url
+            ),
             None if opts.offline => "daemon: not asked (--offline)".to_string(),
-            None => format!("daemon {}: not running here (unexpected-answer counts come from a running daemon)", opts.daemon_url),
+            None => format!(
+                "daemon {}: not running here (unexpected-answer counts come from a running daemon)",
+                opts.daemon_url
+            ),
         },
     );
 
@@ -132,7 +144,13 @@ pub async fn run(config: Option<&Path>, opts: Options) -> anyhow::Result<()> {
     let mut checks = Vec::new();
     for name in &names {
         let pc = &cfg.providers[*name];
-        checks.push(check_provider(name, pc, client.clone(), opts.offline, counts.as_ref()));
+        checks.push(check_provider(
+            name,
+            pc,
+            client.clone(),
+            opts.offline,
+            counts.as_ref(),
+        ));
     }
     let mut providers = Vec::new();
     for (sev, lines, v) in futures::future::join_all(checks).await {
@@ -212,7 +230,10 @@ fn check_dir(dir: &Path) -> (Severity, Value) {
         ),
         (false, _) => (
             Severity::Config,
-            format!("{} is not writable by this user; {free_text}", base.display()),
+            format!(
+                "{} is not writable by this user; {free_text}",
+                base.display()
+            ),
         ),
     };
     (
@@ -259,13 +280,27 @@ async fn check_provider(
         format!("create {}", resolved.create.as_str()),
         format!("status {}", resolved.status.as_str()),
     ];
-    shown.extend(resolved.cancel.as_ref().map(|t| format!("cancel {}", t.as_str())));
-    shown.extend(resolved.list.as_ref().map(|t| format!("list {}", t.as_str())));
+    shown.extend(
+        resolved
+            .cancel
+            .as_ref()
+            .map(|t| format!("cancel {}", t.as_str())),
+    );
+    shown.extend(
+        resolved
+            .list
+            .as_ref()
+            .map(|t| format!("list {}", t.as_str())),
+    );
     let overridden = pc.paths != paths::Paths::default();
     lines.push(format!(
         "  paths: {}{}",
         shown.join(", "),
-        if overridden { " (overridden in the config)" } else { "" }
+        if overridden {
+            " (overridden in the config)"
+        } else {
+            ""
+        }
     ));
 
     let key_from = source(pc.api_key_env.as_deref(), pc.api_key_file.as_deref());
@@ -273,7 +308,10 @@ async fn check_provider(
         Ok(Some(k)) if !k.is_empty() => (Some(k), format!("present ({key_from})")),
         Ok(_) => {
             bump(Severity::Config, &mut worst);
-            (None, format!("missing ({key_from}): set api_key_env or api_key_file"))
+            (
+                None,
+                format!("missing ({key_from}): set api_key_env or api_key_file"),
+            )
         }
         Err(e) => {
             bump(Severity::Config, &mut worst);
@@ -339,7 +377,11 @@ async fn check_provider(
     if let Some(n) = unexpected {
         lines.push(format!(
             "  unexpected answers seen by the running daemon: {n}{}",
-            if n > 0 { " (see its log and /metrics switchyard_unexpected_answers_total)" } else { "" }
+            if n > 0 {
+                " (see its log and /metrics switchyard_unexpected_answers_total)"
+            } else {
+                ""
+            }
         ));
         if n > 0 {
             bump(Severity::Note, &mut worst);
@@ -392,22 +434,33 @@ fn judge(kind: ProviderKind, p: &Probe) -> (Severity, Vec<String>, Option<i64>) 
     } else {
         Severity::Provider
     };
-    let skew = p.server_date.map(|server| match server.duration_since(p.local_date) {
-        Ok(ahead) => ahead.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    });
+    let skew = p
+        .server_date
+        .map(|server| match server.duration_since(p.local_date) {
+            Ok(ahead) => ahead.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        });
     match skew {
-        None if p.http_status.is_some() => lines.push("  clock: the answer had no Date header to compare with".into()),
+        None if p.http_status.is_some() => {
+            lines.push("  clock: the answer had no Date header to compare with".into())
+        }
         None => {}
-        Some(s) if s.unsigned_abs() <= 2 => lines.push(format!("  clock: within {}s of the provider's", s.unsigned_abs().max(1))),
-        Some(s) if s.unsigned_abs() <= CLOCK_TOLERANCE_SECS => lines.push(format!("  clock: {s:+}s from the provider's (within U-Gen's ±{CLOCK_TOLERANCE_SECS}s)")),
+        Some(s) if s.unsigned_abs() <= 2 => lines.push(format!(
+            "  clock: within {}s of the provider's",
+            s.unsigned_abs().max(1)
+        )),
+        Some(s) if s.unsigned_abs() <= CLOCK_TOLERANCE_SECS => lines.push(format!(
+            "  clock: {s:+}s from the provider's (within U-Gen's ±{CLOCK_TOLERANCE_SECS}s)"
+        )),
         Some(s) => {
             if kind == ProviderKind::Ugen {
                 sev = sev.max(Severity::Provider);
                 lines.push(format!("  clock: {s:+}s from the provider's: beyond ±{CLOCK_TOLERANCE_SECS}s, signed webhooks will be refused as stale; fix the clock (NTP)"));
             } else {
                 sev = sev.max(Severity::Note);
-                lines.push(format!("  clock: {s:+}s from the provider's; fix the clock (NTP)"));
+                lines.push(format!(
+                    "  clock: {s:+}s from the provider's; fix the clock (NTP)"
+                ));
             }
         }
     }

@@ -357,7 +357,10 @@ impl Transport {
                     request_headers: sent,
                     request_body: call.body,
                     answer: result.as_ref().ok(),
-                    error: result.as_ref().err().map(|e| self.scrub(e.clone()).to_string()),
+                    error: result
+                        .as_ref()
+                        .err()
+                        .map(|e| self.scrub(e.clone()).to_string()),
                 },
                 &self.secrets,
             );

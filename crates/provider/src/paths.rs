@@ -87,8 +87,7 @@ impl Template {
         let Some(rest) = text.strip_prefix('/') else {
             return Err(format!("{text:?} must start with '/'"));
         };
-        if text.contains(['?', '#']) || text.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if text.contains(['?', '#']) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!(
                 "{text:?} must be a plain path (no query, fragment or spaces)"
             ));
@@ -168,9 +167,7 @@ impl Resolved {
         Resolved {
             create: pick("create", &overrides.create, d.create, false),
             status: pick("status", &overrides.status, d.status, true),
-            cancel: d
-                .cancel
-                .map(|c| pick("cancel", &overrides.cancel, c, true)),
+            cancel: d.cancel.map(|c| pick("cancel", &overrides.cancel, c, true)),
             list: d.list.map(|l| pick("list", &overrides.list, l, false)),
         }
     }

@@ -48,7 +48,12 @@ const KEPT_HEADERS: &[&str] = &[
 ];
 
 /// Headers that carry credentials: shown present, never their value.
-const SECRET_HEADERS: &[&str] = &["authorization", "x-api-key", "proxy-authorization", "cookie"];
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "proxy-authorization",
+    "cookie",
+];
 
 /// How recording behaves; [`RecordOptions::new`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -303,9 +308,14 @@ fn blank_secret_fields(v: &mut Value) -> bool {
             }
             any
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, i| blank_secret_fields(i) || any),
+        Value::Array(items) => {
+            // Every item is visited (no short circuit): each may need blanking.
+            let mut any = false;
+            for item in items.iter_mut() {
+                any |= blank_secret_fields(item);
+            }
+            any
+        }
         _ => false,
     }
 }

@@ -156,7 +156,9 @@ impl Provider for UgcLab {
                 (404, Some("UGC_NOT_FOUND")) => {
                     Ok("reachable, key accepted (the documented 404 UGC_NOT_FOUND)".into())
                 }
-                (404, _) => Err("a 404 without the documented UGC_NOT_FOUND code (wrong path?)".into()),
+                (404, _) => {
+                    Err("a 404 without the documented UGC_NOT_FOUND code (wrong path?)".into())
+                }
                 (s, _) if (200..300).contains(&s) => {
                     Err("an id that cannot exist was answered as found".into())
                 }

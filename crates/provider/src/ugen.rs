@@ -349,7 +349,11 @@ impl Provider for UGen {
         let status = parse_job(&answer, None)?;
         if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
             let body = answer.to_string();
-            return Err(http::unknown_word(&self.http, &status.raw_status, body.as_bytes()));
+            return Err(http::unknown_word(
+                &self.http,
+                &status.raw_status,
+                body.as_bytes(),
+            ));
         }
         Ok(status)
     }
@@ -369,7 +373,9 @@ impl Provider for UGen {
             match v.get("items").and_then(Value::as_array) {
                 Some(_) => Ok(format!(
                     "reachable, key accepted (the account lists {} job(s))",
-                    v.get("total").and_then(Value::as_u64).map_or("some".into(), |n| n.to_string())
+                    v.get("total")
+                        .and_then(Value::as_u64)
+                        .map_or("some".into(), |n| n.to_string())
                 )),
                 None => Err("the job list has no `items`".into()),
             }

@@ -115,7 +115,11 @@ impl Provider for Viggle {
         let status = parse_job(&v, None)?;
         if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
             let body = v.to_string();
-            return Err(http::unknown_word(&self.http, &status.raw_status, body.as_bytes()));
+            return Err(http::unknown_word(
+                &self.http,
+                &status.raw_status,
+                body.as_bytes(),
+            ));
         }
         Ok(status)
     }

@@ -77,11 +77,7 @@ impl Queue {
             *next = (*next + 1).min(idx.len());
             return self.answers.get(i).cloned();
         }
-        let a = self
-            .answers
-            .get(self.next)
-            .or(self.answers.last())
-            .cloned();
+        let a = self.answers.get(self.next).or(self.answers.last()).cloned();
         self.next = (self.next + 1).min(self.answers.len());
         a
     }
@@ -212,9 +208,7 @@ pub async fn serve_on(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, exchanges = replay.loaded, "replaying a recording");
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(Arc::new(replay));
+    let app = Router::new().fallback(handle).with_state(Arc::new(replay));
     axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
@@ -242,8 +236,14 @@ mod tests {
             }
             r.answer(&m, &p.parse().unwrap(), &h).map(|a| a.body)
         };
-        assert_eq!(get(Method::POST, "/v/render", Some("a")).as_deref(), Some("A"));
-        assert_eq!(get(Method::POST, "/v/render", Some("b")).as_deref(), Some("B"));
+        assert_eq!(
+            get(Method::POST, "/v/render", Some("a")).as_deref(),
+            Some("A")
+        );
+        assert_eq!(
+            get(Method::POST, "/v/render", Some("b")).as_deref(),
+            Some("B")
+        );
         let polls: Vec<_> = (0..3)
             .filter_map(|_| get(Method::GET, "/v/render/1", None))
             .collect();

@@ -26,11 +26,9 @@ async fn a_recorded_ugclab_job_replays_from_create_to_completed() {
     let key = create["request"]["headers"]["idempotency-key"]
         .as_str()
         .unwrap();
-    let params: Value =
-        serde_json::from_str(create["request"]["body"].as_str().unwrap()).unwrap();
+    let params: Value = serde_json::from_str(create["request"]["body"].as_str().unwrap()).unwrap();
     let last: Value =
-        serde_json::from_str(lines.last().unwrap()["response"]["body"].as_str().unwrap())
-            .unwrap();
+        serde_json::from_str(lines.last().unwrap()["response"]["body"].as_str().unwrap()).unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -65,7 +63,10 @@ async fn a_recorded_ugclab_job_replays_from_create_to_completed() {
         status.output_urls,
         [last["data"]["videoUrl"].as_str().unwrap()]
     );
-    assert_eq!(status.credits_charged, last["data"]["creditsCharged"].as_u64());
+    assert_eq!(
+        status.credits_charged,
+        last["data"]["creditsCharged"].as_u64()
+    );
     cancel.cancel();
     server.await.unwrap().unwrap();
 }
@@ -96,7 +97,10 @@ async fn recordings_hold_no_secret_even_when_the_provider_echoes_one() {
     let mut settings = server.settings(ProviderKind::Ugen.sim_prefix());
     settings.recorder = Some(recorder.named("ugen-main"));
     let ugen = switchyard_provider::ugen::UGen::new(settings, crate::common::client());
-    assert!(ugen.configure_webhook("https://example.com/hook").await.is_err());
+    assert!(ugen
+        .configure_webhook("https://example.com/hook")
+        .await
+        .is_err());
     assert!(ugen.status("job-1").await.is_err());
 
     let file = dir.path().join(CURRENT_FILE);
@@ -109,7 +113,10 @@ async fn recordings_hold_no_secret_even_when_the_provider_echoes_one() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert_eq!(text.lines().count(), 2, "{text}");
-    assert!(!text.contains(API_KEY) && !text.contains("TOPSECRET"), "{text}");
+    assert!(
+        !text.contains(API_KEY) && !text.contains("TOPSECRET"),
+        "{text}"
+    );
     assert!(!text.contains(WEBHOOK_SECRET), "{text}");
     let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["provider"], "ugen-main");
