@@ -3,7 +3,9 @@
 //! into what a user can act on and never spends a credit; `record_dir`
 //! captures a run without a secret in it, and `sim --replay` plays it back
 //! to the same outcome; a status word no document shows leaves the job live
-//! and counted until the word goes away.
+//! and counted until the word goes away; a create answered in a shape no
+//! document shows makes the job uncertain, never a failure that frees its
+//! credits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,6 +60,7 @@ fn doctor(config: &Path, key: Option<&str>, args: &[&str]) -> (Output, Value) {
     cmd.args(["doctor", "--json", "--config"])
         .arg(config)
         .args(args)
+        .env("E2E_HOOK", CANARY_HOOK)
         .env_remove("E2E_KEY");
     if let Some(k) = key {
         cmd.env("E2E_KEY", k);
@@ -444,6 +447,13 @@ async fn an_unknown_status_word_leaves_the_job_live_and_counted_until_it_goes_aw
     for j in &done {
         assert_eq!(j.state, JobState::Completed, "{}: {:?}", j.key, j.error);
     }
+    // `doctor` shows the running daemon's counts beside its own probes.
+    let (out, v) = doctor(&env.config, Some(CANARY_KEY), &["--daemon-url", &env.url]);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(v["daemon"]["running"], true);
+    for p in v["providers"].as_array().unwrap() {
+        assert!(p["unexpected_answers"].as_u64().unwrap() >= 1, "{p:#}");
+    }
     common::sigterm(d.child());
     // Logged once per provider and word, not at every poll.
     let text = std::fs::read_to_string(&log).unwrap();
@@ -453,4 +463,42 @@ async fn an_unknown_status_word_leaves_the_job_live_and_counted_until_it_goes_aw
         .count();
     assert_eq!(logged, 4, "{text}");
     assert!(!text.contains(CANARY_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_create_answer_makes_the_job_uncertain_and_keeps_its_reservation() {
+    // U-Gen takes every create (and deduplicates by key), then answers it
+    // with a truncated body.
+    let sim = sim("[providers.ugen]\nfaults = { malformed_json = 1.0 }\n").await;
+    let providers = [P {
+        name: "ugen",
+        kind: ProviderKind::Ugen,
+        extra: "max_attempts = 2\nbudget = { credits = 1000, period = \"total\" }",
+    }];
+    let env = write_config(&sim, &providers, "");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = daemon(&env.config, &tmp.path().join("daemon.log"));
+    wait_listening(&env.url);
+    let batch = common::batch_file(
+        tmp.path(),
+        "one.toml",
+        &[(
+            "garbled-create".into(),
+            "ugen".into(),
+            common::params(ProviderKind::Ugen, 1),
+        )],
+    );
+    submit(&env.url, &batch);
+    let jobs = wait_settled(&env.url, 1, Duration::from_secs(30)).await;
+    let job = &jobs[0];
+    assert_eq!(job.state, JobState::Uncertain, "{:?}", job.error);
+    assert_eq!(job.error.as_ref().unwrap().code, "uncertain");
+    // The job does exist at the provider: releasing its credits would
+    // have let the budget be spent twice.
+    assert_eq!(sim.stats().provider(ProviderKind::Ugen).creates, 1);
+    let view = &common::providers(&env.url).await[0];
+    assert_eq!(view["budget_reserved"], job.credits_reserved);
+    assert!(job.credits_reserved > 0);
+    assert!(view["unexpected_answers"].as_u64().unwrap() >= 1);
+    common::sigterm(d.child());
 }
