@@ -196,7 +196,7 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
-    /// Run the provider simulator alone.
+    /// Run the provider simulator alone, or answer from a recording (--replay).
     Sim {
         #[arg(long, default_value = "127.0.0.1:7800")]
         listen: std::net::SocketAddr,
