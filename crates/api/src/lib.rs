@@ -56,6 +56,11 @@ pub struct ProviderView {
     pub queued: u64,
     pub requests: u64,
     pub rate_limited: u64,
+    /// Answers in a shape no document shows (unknown status words, missing
+    /// fields, unreadable bodies) since the daemon started; see `/metrics`
+    /// `switchyard_unexpected_answers_total` for the kinds.
+    #[serde(default)]
+    pub unexpected_answers: u64,
 }
 
 /// The body of every error answer: `{"error": {"code", "message"}}`, with

@@ -33,6 +33,7 @@ fn offline(cfg: Option<&Config>) -> anyhow::Result<Offline> {
         base_url: base,
         api_key: None,
         webhook_secret: None,
+        ..Default::default()
     };
     let mut map = BTreeMap::new();
     match cfg {

@@ -59,6 +59,10 @@ pub struct DaemonConfig {
     /// 1.5 % of a core instead of 0.8 %, at the same throughput. Read at
     /// start only.
     pub worker_threads: usize,
+    /// Where every request to a provider and its answer is recorded as
+    /// JSON Lines, secrets redacted (`sim --replay` plays one back). Unset:
+    /// nothing is recorded.
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +78,7 @@ impl Default for DaemonConfig {
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             worker_threads: 1,
+            record_dir: None,
         }
     }
 }
@@ -120,6 +125,9 @@ pub struct ProviderConfig {
     /// Create attempts (transient failures) before a job fails.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Endpoint overrides: `paths = { create = "/ugc", status = "/ugc/{id}" }`.
+    #[serde(default)]
+    pub paths: switchyard_provider::paths::Paths,
 }
 
 fn default_in_flight() -> u32 {
@@ -475,6 +483,9 @@ impl Config {
                     at.clone(),
                     "set webhook_secret_env or webhook_secret_file, not both",
                 );
+            }
+            for (path, msg) in switchyard_provider::paths::problems(p.kind, &p.paths) {
+                push(format!("{at}.paths.{path}"), &msg);
             }
             if let Some(url) = &p.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -6,9 +6,10 @@ mod check;
 mod client;
 mod config;
 mod demo;
-
+mod doctor;
 mod http;
 mod output;
+mod recording;
 mod serve;
 mod watch;
 
@@ -162,6 +163,29 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check a config against reality before a first paid batch: everything `check` does, credentials, directories, clock, and one free request per provider.
+    ///
+    /// Offline: the config, every API key and webhook secret present and
+    /// readable, data_dir/output_dir/inbox_dir/record_dir writable (free space
+    /// shown). Online: one authenticated request per provider that costs no
+    /// credits (U-Gen GET /jobs?page_size=1, UlazAI GET /history/, UGC Lab and
+    /// Viggle a status request for an id that cannot exist), classified as ok,
+    /// key refused, rate-limited, unreachable or unexpected answer (with a
+    /// redacted excerpt), and the provider's Date header compared with the local
+    /// clock (U-Gen's webhooks allow ±300 s). Also shows the unexpected-answer
+    /// counts of a running daemon. Exit 0 all good, 1 a provider problem, 2 bad
+    /// config or setup.
+    Doctor {
+        /// Only this provider (a provider table name).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print one JSON document and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Skip the requests to providers and to the daemon.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Print a shell completion script: `switchyard completions bash > /etc/bash_completion.d/switchyard`.
     Completions {
         /// bash, zsh or fish (also elvish, powershell).
@@ -172,13 +196,17 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
-    /// Run the provider simulator alone.
+    /// Run the provider simulator alone, or answer from a recording (--replay).
     Sim {
         #[arg(long, default_value = "127.0.0.1:7800")]
         listen: std::net::SocketAddr,
         /// Scenario file (TOML): durations, failures, rate limits, faults.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "replay")]
         scenario: Option<PathBuf>,
+        /// Answer from a recording (a daemon.record_dir exchanges file) instead of simulating:
+        /// requests matched by method and path (+ query), answers in recorded order per request.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
     },
 }
 
@@ -463,7 +491,47 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             switchyard_bench::poll::print(&switchyard_bench::poll::run(jobs, seed));
             Ok(())
         }
-        Cmd::Sim { listen, scenario } => {
+        Cmd::Doctor {
+            provider,
+            json,
+            offline,
+        } => {
+            let opts = doctor::Options {
+                provider,
+                json,
+                offline,
+                daemon_url: url.clone(),
+                token: token(token_file.as_deref(), cfg_path.as_deref())
+                    .ok()
+                    .flatten(),
+            };
+            doctor::run(cli.config.as_deref(), opts).await
+        }
+        Cmd::Sim {
+            listen,
+            replay: Some(file),
+            ..
+        } => {
+            let replay = switchyard_sim::replay::Replay::from_file(&file)
+                .map_err(|e| Invalid(anyhow::anyhow!("{e}")))?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let c2 = cancel.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                c2.cancel();
+            });
+            println!(
+                "replaying {} exchange(s) from {} on http://{listen}",
+                replay.loaded,
+                file.display()
+            );
+            switchyard_sim::replay::serve(listen, replay, cancel)
+                .await
+                .context("serving the recording")
+        }
+        Cmd::Sim {
+            listen, scenario, ..
+        } => {
             let sc = match scenario {
                 Some(p) => switchyard_sim::Scenario::from_file(&p)
                     .map_err(|e| Invalid(anyhow::anyhow!("{e}")))?,

@@ -135,9 +135,15 @@ pub fn print_providers(views: &[ProviderView]) {
             Some(left) => format!("{}/{}/{}", v.budget_used, v.budget_reserved, left),
             None => format!("{}/{}/unlimited", v.budget_used, v.budget_reserved),
         };
+        // Answers no document shows leave jobs live; the count says a
+        // provider has changed something worth a look.
+        let health = match v.unexpected_answers {
+            0 => v.health.clone(),
+            n => format!("{}, {n} unexpected answer(s)", v.health),
+        };
         println!(
             "{:<10} {:<8} {:<16} {:>4}/{:<4} {:>7} {:>22} {}",
-            v.name, v.kind, rate, v.in_flight, v.max_in_flight, v.queued, budget, v.health
+            v.name, v.kind, rate, v.in_flight, v.max_in_flight, v.queued, budget, health
         );
     }
 }

@@ -181,6 +181,9 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
     if d.0.output_dir != d.1.output_dir {
         later.push("daemon.output_dir");
     }
+    if d.0.record_dir != d.1.record_dir {
+        later.push("daemon.record_dir");
+    }
     if d.0.inbox_dir != d.1.inbox_dir || d.0.inbox_settle != d.1.inbox_settle {
         later.push("daemon.inbox_*");
     }
@@ -196,9 +199,10 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
                 if np.kind != p.kind
                     || np.base_url != p.base_url
                     || np.api_key_env != p.api_key_env
-                    || np.api_key_file != p.api_key_file =>
+                    || np.api_key_file != p.api_key_file
+                    || np.paths != p.paths =>
             {
-                tracing::warn!(provider = %name, "kind, base_url or API key settings changed: they take effect at the next restart");
+                tracing::warn!(provider = %name, "kind, base_url, paths or API key settings changed: they take effect at the next restart");
             }
             Some(_) => {}
         }
@@ -257,12 +261,15 @@ pub fn limits(pc: &ProviderConfig) -> ProviderLimits {
 /// The engine's providers (adapters with their credentials) and outputs.
 fn engine_config(cfg: &Config) -> anyhow::Result<EngineConfig> {
     let client = switchyard_provider::default_client(cfg.daemon.request_timeout)?;
+    let recorder = crate::recording::recorder(cfg)?;
     let mut providers = Vec::new();
     for (name, pc) in &cfg.providers {
         let settings = switchyard_provider::Settings {
             base_url: pc.base_url(),
             api_key: pc.api_key()?,
             webhook_secret: pc.webhook_secret()?,
+            paths: pc.paths.clone(),
+            recorder: recorder.as_ref().map(|r| r.named(name)),
         };
         if settings.api_key.is_none() {
             tracing::warn!(provider = %name, "no API key configured (api_key_env / api_key_file)");

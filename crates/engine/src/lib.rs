@@ -15,6 +15,7 @@
 //! logged, the job is left where a restart reconciles it, and
 //! [`Engine::health`] reports the store as failing until a sync succeeds.
 
+mod anomaly;
 mod commands;
 pub mod config;
 mod dispatch;

@@ -93,6 +93,7 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) webhooks: AtomicU64,
+    pub(crate) unexpected: crate::anomaly::Anomalies,
 }
 
 /// One configured provider at run time.

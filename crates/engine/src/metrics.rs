@@ -76,6 +76,9 @@ pub struct ProviderCounters {
     pub retries: u64,
     pub errors: u64,
     pub webhooks: u64,
+    /// Answers no document shows, by kind (`status_word`, `missing_field`,
+    /// `unparseable_body`).
+    pub unexpected_answers: Vec<(String, u64)>,
 }
 
 /// Everything a scrape shows.
@@ -105,6 +108,12 @@ impl Engine {
                     retries: get(&c.retries),
                     errors: get(&c.errors),
                     webhooks: get(&c.webhooks),
+                    unexpected_answers: c
+                        .unexpected
+                        .counts()
+                        .into_iter()
+                        .map(|(k, n)| (k.to_string(), n))
+                        .collect(),
                 }
             })
             .collect();

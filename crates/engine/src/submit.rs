@@ -132,11 +132,27 @@ impl Shared {
                         held: Some(HeldBy::Paused),
                     }
                 }
-                Err(e @ (ProviderError::Transient(_) | ProviderError::Unavailable(_))) => {
+                Err(
+                    e @ (ProviderError::Transient(_)
+                    | ProviderError::Unavailable(_)
+                    | ProviderError::Unexpected { .. }),
+                ) => {
                     p.counters.errors.fetch_add(1, Ordering::Relaxed);
                     let max = read(&p.limits).max_attempts;
                     // `Unavailable`: the provider certainly did not act on it.
-                    let maybe_created = matches!(e, ProviderError::Transient(_));
+                    let maybe_created = !matches!(e, ProviderError::Unavailable(_));
+                    // A 2xx answer we could not read: the job may well exist.
+                    let unreadable = e.unexpected_answer();
+                    if let Some((kind, detail)) = &unreadable {
+                        p.counters.unexpected.note(
+                            &p.name,
+                            &job.key,
+                            "create",
+                            kind,
+                            detail,
+                            &e.to_string(),
+                        );
+                    }
                     let msg = e.to_string();
                     if maybe_created && !p.adapter.idempotent_create() {
                         // The create may have arrived: ask before sending again.
@@ -157,7 +173,12 @@ impl Shared {
                             }
                         }
                     }
-                    if attempt >= max {
+                    if attempt >= max && unreadable.is_some() {
+                        // Never a clean failure: releasing the reservation
+                        // of a job that may be running would overspend.
+                        let err = JobError::new("uncertain", format!("the create was answered in a shape no document shows ({msg}); the job may exist at the provider"));
+                        Leave::Uncertain { note: msg, err }
+                    } else if attempt >= max {
                         let err =
                             JobError::new("transient", format!("{msg} (after {attempt} attempts)"));
                         Leave::Fail(err)

@@ -126,6 +126,7 @@ impl Engine {
                 queued,
                 requests: p.counters.requests.load(Ordering::Relaxed),
                 rate_limited: p.counters.rate_limited.load(Ordering::Relaxed),
+                unexpected_answers: p.counters.unexpected.total(),
             });
         }
         Ok(out)

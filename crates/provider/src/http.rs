@@ -1,7 +1,7 @@
 //! What the four adapters share, so that they cannot disagree about it: one
 //! way to send a request, one classification of failures into
 //! [`ProviderError`], one set of tolerant field readers, and one param
-//! checker.
+//! checker (those two in `fields.rs`, re-exported here).
 //!
 //! Why it is shaped this way:
 //!
@@ -22,13 +22,13 @@
 //!   to reconcile (`find_by_key`) or to resend (only safe where
 //!   `idempotent_create()` is true).
 
-use crate::{ParamProblem, ProviderError, WebhookCheck};
+use crate::record::{Exchange, Recorder};
+use crate::{answer_kind, ProviderError};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
-use std::ops::RangeInclusive;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use switchyard_core::Secret;
 
 /// Sent with every create call so that a provider (or the simulator) that
@@ -43,6 +43,14 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Provider text quoted in error messages is cut to this many characters.
 const MAX_QUOTED: usize = 300;
+
+/// An excerpt of an unexpected answer is cut to this many characters.
+const EXCERPT: usize = 200;
+
+/// How the errors of an unreadable 2xx body begin, so that
+/// [`unexpected_of`] can name them (they are built only here).
+const MALFORMED: &str = "malformed response body";
+const MISSING: &str = " response has no usable ";
 
 /// How a provider wants the API key presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +105,18 @@ pub struct Transport {
     secrets: Vec<Secret>,
     auth: Auth,
     codes: CodeMap,
+    recorder: Option<Recorder>,
+}
+
+/// A provider's answer, before classification.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// The `Date` header, for comparing clocks (`doctor`).
+    pub date: Option<SystemTime>,
+    /// Only when the status is not 2xx (`Retry-After` lives here).
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl fmt::Debug for Transport {
@@ -175,6 +195,11 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Borrows rendered path segments for a [`Call`].
+pub fn refs(segments: &[String]) -> Vec<&str> {
+    segments.iter().map(String::as_str).collect()
+}
+
 impl Transport {
     /// `secrets` lists what must be scrubbed from error messages besides the
     /// API key (the webhook secret, where one is configured).
@@ -210,7 +235,14 @@ impl Transport {
             secrets,
             auth,
             codes,
+            recorder: None,
         }
+    }
+
+    /// Records every exchange of this transport (`daemon.record_dir`).
+    pub fn with_recorder(mut self, recorder: Option<Recorder>) -> Self {
+        self.recorder = recorder;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -234,7 +266,43 @@ impl Transport {
         parse_json(&bytes)
     }
 
+    /// Sends `call` and returns the answer unclassified, whatever its
+    /// status (`doctor` judges a 404 itself). Errors are transport errors
+    /// only, scrubbed.
+    pub async fn exchange(&self, call: Call<'_>) -> Result<Answer, ProviderError> {
+        self.exchange_inner(&call).await.map_err(|e| self.scrub(e))
+    }
+
+    /// A short excerpt of a provider's answer, fit for a log line or a
+    /// `doctor` report: cut, and with every configured secret removed.
+    pub fn excerpt(&self, body: &[u8]) -> String {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        let cut = match text.char_indices().nth(EXCERPT) {
+            Some((end, _)) => format!("{}…", &text[..end]),
+            None => text.to_string(),
+        };
+        self.secrets
+            .iter()
+            .fold(cut, |acc, s| acc.replace(s.expose(), "[redacted]"))
+    }
+
     async fn send_inner(&self, call: Call<'_>) -> Result<Vec<u8>, ProviderError> {
+        let answer = self.exchange_inner(&call).await?;
+        if answer.status.is_success() {
+            Ok(answer.body)
+        } else {
+            Err(classify(
+                answer.status,
+                &answer.headers,
+                &answer.body,
+                self.codes,
+                SystemTime::now(),
+            ))
+        }
+    }
+
+    async fn exchange_inner(&self, call: &Call<'_>) -> Result<Answer, ProviderError> {
         let url = self.url(&call.segments, &call.query)?;
         let mut headers = HeaderMap::new();
         if call.authenticated {
@@ -267,6 +335,8 @@ impl Transport {
                 }
             }
         }
+        // The recorder sees the headers as sent (it redacts the key).
+        let recorded_headers = self.recorder.as_ref().map(|_| headers.clone());
         let mut request = self
             .client
             .request(call.method.clone(), url.clone())
@@ -274,14 +344,48 @@ impl Transport {
         if let Some(body) = call.body {
             request = request.json(body);
         }
+        let (started, t0) = (SystemTime::now(), Instant::now());
+        let result = self.read_answer(call, &url, request).await;
+        if let (Some(rec), Some(sent)) = (&self.recorder, &recorded_headers) {
+            rec.record(
+                Exchange {
+                    started,
+                    elapsed: t0.elapsed(),
+                    method: call.method.as_str(),
+                    url: &url,
+                    request_headers: sent,
+                    request_body: call.body,
+                    answer: result.as_ref().ok(),
+                    error: result
+                        .as_ref()
+                        .err()
+                        .map(|e| self.scrub(e.clone()).to_string()),
+                },
+                &self.secrets,
+            );
+        }
+        result
+    }
+
+    async fn read_answer(
+        &self,
+        call: &Call<'_>,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, ProviderError> {
         let response = request
             .send()
             .await
             .map_err(|e| transport_error(&call.method, &e))?;
         let status = response.status();
-        // Only an error answer needs its headers (Retry-After), after the
-        // body is read: cloned then, not for every answer.
-        let response_headers = if status.is_success() {
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        // Only an error answer needs its headers (Retry-After), and a
+        // recording its few selected ones: cloned then, not for every answer.
+        let headers = if status.is_success() && self.recorder.is_none() {
             HeaderMap::new()
         } else {
             response.headers().clone()
@@ -295,17 +399,12 @@ impl Transport {
             ))
         })?;
         tracing::debug!(method = %call.method, path = url.path(), status = status.as_u16(), "provider call");
-        if status.is_success() {
-            Ok(body.to_vec())
-        } else {
-            Err(classify(
-                status,
-                &response_headers,
-                &body,
-                self.codes,
-                SystemTime::now(),
-            ))
-        }
+        Ok(Answer {
+            status,
+            date,
+            headers,
+            body: body.to_vec(),
+        })
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ProviderError> {
@@ -346,6 +445,15 @@ impl Transport {
             ProviderError::Permanent { code, message } => ProviderError::Permanent {
                 code: clean(code),
                 message: clean(message),
+            },
+            ProviderError::Unexpected {
+                kind,
+                detail,
+                excerpt,
+            } => ProviderError::Unexpected {
+                kind,
+                detail: clean(detail),
+                excerpt: clean(excerpt),
             },
             other @ (ProviderError::RateLimited { .. } | ProviderError::Unsupported(_)) => other,
         }
@@ -528,7 +636,7 @@ fn looks_like_code(s: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
 }
 
-fn scalar_text(v: &Value) -> Option<String> {
+pub(crate) fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
@@ -537,7 +645,7 @@ fn scalar_text(v: &Value) -> Option<String> {
 }
 
 /// Cuts provider text to a size fit for an error message.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     match text.char_indices().nth(MAX_QUOTED) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_string(),
@@ -548,7 +656,7 @@ fn quote(text: &str) -> String {
 pub fn parse_json(body: &[u8]) -> Result<Value, ProviderError> {
     serde_json::from_slice(body).map_err(|e| {
         ProviderError::Transient(format!(
-            "malformed response body ({e}); if this answered a create, the job may exist at the provider"
+            "{MALFORMED} ({e}); if this answered a create, the job may exist at the provider"
         ))
     })
 }
@@ -556,286 +664,32 @@ pub fn parse_json(body: &[u8]) -> Result<Value, ProviderError> {
 /// A required field was missing from an otherwise readable answer.
 pub fn missing(provider: &str, what: &str) -> ProviderError {
     ProviderError::Transient(format!(
-        "{provider} response has no usable {what}; if this answered a create, the job may exist at the provider"
+        "{provider}{MISSING}{what}; if this answered a create, the job may exist at the provider"
     ))
 }
 
-// ---- tolerant readers -------------------------------------------------------
-
-/// A non-empty string field (numbers are accepted as ids).
-pub fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(scalar_text)
-}
-
-/// The value at a path of object keys.
-pub fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
-    path.iter().try_fold(v, |v, k| v.get(*k))
-}
-
-/// A percentage, rounded and clamped to 0..=100.
-pub fn percent(v: Option<&Value>) -> Option<u8> {
-    let p = v?.as_f64()?;
-    if !p.is_finite() {
-        return None;
+/// Names the unreadable-body errors built by [`parse_json`] and
+/// [`missing`]: (kind, missing field or "").
+pub fn unexpected_of(message: &str) -> Option<(&'static str, String)> {
+    if message.starts_with(MALFORMED) {
+        return Some((answer_kind::UNPARSEABLE_BODY, String::new()));
     }
-    // Clamped first, so the cast cannot truncate.
-    Some(p.round().clamp(0.0, 100.0) as u8)
+    let (_, rest) = message.split_once(MISSING)?;
+    let field = rest.split(';').next().unwrap_or_default();
+    Some((answer_kind::MISSING_FIELD, field.to_string()))
 }
 
-/// A credit amount: a non-negative integer, or a float rounded up (an
-/// upward error only over-reserves).
-pub fn credits(v: Option<&Value>) -> Option<u64> {
-    let v = v?;
-    if let Some(n) = v.as_u64() {
-        return Some(n);
-    }
-    let f = v.as_f64()?;
-    if !f.is_finite() || f < 0.0 || f > u64::MAX as f64 {
-        return None;
-    }
-    // Range checked just above, so the cast is exact up to f64 precision.
-    Some(f.ceil() as u64)
-}
-
-/// An object's string field, as long as it is an `http(s)` URL.
-pub fn url_field(v: &Value, key: &str) -> Option<String> {
-    text(v, key).filter(|u| is_http_url(u))
-}
-
-pub fn is_http_url(s: &str) -> bool {
-    Url::parse(s)
-        .map(|u| {
-            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
-        })
-        .unwrap_or(false)
-}
-
-/// The job id an unsigned webhook names, if it names one plausibly. The body
-/// is otherwise ignored: an unsigned webhook is only a reason to poll.
-pub fn unsigned_hint(body: &[u8], paths: &[&[&str]]) -> WebhookCheck {
-    let provider_job_id = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-        paths
-            .iter()
-            .find_map(|p| at(&v, p).and_then(scalar_text))
-            .filter(|id| plausible_id(id))
-    });
-    WebhookCheck::Hint {
-        provider_job_id,
-        verified: false,
+/// An unknown status word: the answer is readable, but says what no
+/// document shows.
+pub fn unknown_word(transport: &Transport, word: &str, body: &[u8]) -> ProviderError {
+    ProviderError::Unexpected {
+        kind: answer_kind::STATUS_WORD,
+        detail: transport.excerpt(word.as_bytes()),
+        excerpt: transport.excerpt(body),
     }
 }
 
-/// Ids are short printable tokens at every provider; anything else in a
-/// webhook body is not worth a lookup.
-pub fn plausible_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 200 && id.chars().all(|c| c.is_ascii_graphic())
-}
-
-// ---- param checking ---------------------------------------------------------
-
-/// Collects every problem with a job's params instead of stopping at the
-/// first, because the contract rejects a batch with all its problems listed.
-/// A `null` field counts as absent.
-pub struct Params<'a> {
-    map: Option<&'a Map<String, Value>>,
-    problems: Vec<ParamProblem>,
-}
-
-impl<'a> Params<'a> {
-    pub fn new(params: &'a Value) -> Self {
-        let mut problems = Vec::new();
-        let map = params.as_object();
-        if map.is_none() {
-            problems.push(ParamProblem::new(
-                "params",
-                "must be a table (JSON object) of the provider's create fields",
-            ));
-        }
-        Params { map, problems }
-    }
-
-    fn field(name: &str) -> String {
-        format!("params.{name}")
-    }
-
-    pub fn problem(&mut self, name: &str, message: impl Into<String>) {
-        self.problems
-            .push(ParamProblem::new(Self::field(name), message));
-    }
-
-    pub fn get(&self, name: &str) -> Option<&'a Value> {
-        self.map?.get(name).filter(|v| !v.is_null())
-    }
-
-    fn require(&mut self, name: &str) -> Option<&'a Value> {
-        let v = self.get(name);
-        if v.is_none() && self.map.is_some() {
-            self.problem(name, "is required");
-        }
-        v
-    }
-
-    fn string_of(&mut self, name: &str, v: &'a Value) -> Option<&'a str> {
-        match v.as_str() {
-            Some(s) => Some(s),
-            None => {
-                self.problem(name, format!("must be a string, not {}", kind(v)));
-                None
-            }
-        }
-    }
-
-    pub fn required_string(&mut self, name: &str) -> Option<&'a str> {
-        let v = self.require(name)?;
-        let s = self.string_of(name, v)?;
-        if s.trim().is_empty() {
-            self.problem(name, "must not be empty");
-            return None;
-        }
-        Some(s)
-    }
-
-    pub fn optional_string(&mut self, name: &str) -> Option<&'a str> {
-        let v = self.get(name)?;
-        self.string_of(name, v)
-    }
-
-    fn url_of(&mut self, name: &str, s: &'a str) -> Option<&'a str> {
-        if is_http_url(s) {
-            Some(s)
-        } else {
-            self.problem(name, format!("must be an http(s) URL, not {:?}", quote(s)));
-            None
-        }
-    }
-
-    pub fn required_url(&mut self, name: &str) -> Option<&'a str> {
-        let s = self.required_string(name)?;
-        self.url_of(name, s)
-    }
-
-    pub fn optional_url(&mut self, name: &str) -> Option<&'a str> {
-        let s = self.optional_string(name)?;
-        self.url_of(name, s)
-    }
-
-    fn integer_of(
-        &mut self,
-        name: &str,
-        v: &Value,
-        range: Option<&RangeInclusive<i64>>,
-    ) -> Option<i64> {
-        let Some(n) = v.as_i64() else {
-            let why = if v.is_number() {
-                "a whole number"
-            } else {
-                "an integer"
-            };
-            self.problem(name, format!("must be {why}, not {}", kind_value(v)));
-            return None;
-        };
-        if let Some(range) = range {
-            if !range.contains(&n) {
-                self.problem(
-                    name,
-                    format!(
-                        "must be between {} and {}, not {n}",
-                        range.start(),
-                        range.end()
-                    ),
-                );
-                return None;
-            }
-        }
-        Some(n)
-    }
-
-    pub fn required_integer(&mut self, name: &str, range: RangeInclusive<i64>) -> Option<i64> {
-        let v = self.require(name)?;
-        self.integer_of(name, v, Some(&range))
-    }
-
-    pub fn optional_integer(
-        &mut self,
-        name: &str,
-        range: Option<RangeInclusive<i64>>,
-    ) -> Option<i64> {
-        let v = self.get(name)?;
-        self.integer_of(name, v, range.as_ref())
-    }
-
-    pub fn optional_bool(&mut self, name: &str) {
-        if let Some(v) = self.get(name) {
-            if !v.is_boolean() {
-                self.problem(name, format!("must be true or false, not {}", kind(v)));
-            }
-        }
-    }
-
-    pub fn optional_number(&mut self, name: &str) {
-        if let Some(v) = self.get(name) {
-            if !v.is_number() {
-                self.problem(name, format!("must be a number, not {}", kind(v)));
-            }
-        }
-    }
-
-    pub fn optional_object(&mut self, name: &str) {
-        if let Some(v) = self.get(name) {
-            if !v.is_object() {
-                self.problem(name, format!("must be a table (object), not {}", kind(v)));
-            }
-        }
-    }
-
-    pub fn optional_string_array(&mut self, name: &str) {
-        if let Some(v) = self.get(name) {
-            match v.as_array() {
-                Some(items) => {
-                    let bad: Vec<usize> = items
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, item)| !item.is_string())
-                        .map(|(i, _)| i)
-                        .collect();
-                    if !bad.is_empty() {
-                        self.problem(
-                            name,
-                            format!("must be a list of strings (items {bad:?} are not)"),
-                        );
-                    }
-                }
-                None => self.problem(name, format!("must be a list of strings, not {}", kind(v))),
-            }
-        }
-    }
-
-    pub fn finish(self) -> Result<(), Vec<ParamProblem>> {
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(self.problems)
-        }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a table",
-    }
-}
-
-fn kind_value(v: &Value) -> String {
-    match v {
-        Value::Number(n) => n.to_string(),
-        other => kind(other).to_string(),
-    }
-}
+pub use crate::fields::*;
 
 #[cfg(test)]
 mod tests {

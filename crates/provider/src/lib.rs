@@ -5,7 +5,8 @@
 //! anything: the daemon decides what to do with each answer.
 //!
 //! Assumptions about endpoints the provider documents do not show are kept in
-//! one place per adapter (its module docs and its `paths` constants).
+//! one place per adapter (its module docs, and its default paths in
+//! [`paths::defaults`], which the config can override).
 
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
@@ -14,7 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{JobError, JobState, ProviderKind, Secret};
 
+mod fields;
 pub mod http;
+pub mod paths;
+pub mod probe;
+pub mod record;
 pub mod ugclab;
 pub mod ugen;
 pub mod ulazai;
@@ -112,6 +117,25 @@ pub enum ProviderError {
     Permanent { code: String, message: String },
     #[error("not supported by this provider: {0}")]
     Unsupported(&'static str),
+    /// A 2xx answer that says something no document shows (today: a status
+    /// word the adapter does not know). The job is not known to have
+    /// changed: poll again; on a create, the job may exist.
+    #[error("unexpected answer from the provider ({kind} {detail:?}): {excerpt}")]
+    Unexpected {
+        /// One of [`answer_kind`]'s names.
+        kind: &'static str,
+        /// The word, or the missing field.
+        detail: String,
+        /// A short excerpt of the answer, secrets removed.
+        excerpt: String,
+    },
+}
+
+/// The `kind` of an unexpected answer, as `/metrics` labels it.
+pub mod answer_kind {
+    pub const STATUS_WORD: &str = "status_word";
+    pub const MISSING_FIELD: &str = "missing_field";
+    pub const UNPARSEABLE_BODY: &str = "unparseable_body";
 }
 
 impl ProviderError {
@@ -121,7 +145,21 @@ impl ProviderError {
             ProviderError::RateLimited { .. }
                 | ProviderError::Transient(_)
                 | ProviderError::Unavailable(_)
+                | ProviderError::Unexpected { .. }
         )
+    }
+
+    /// What was unexpected about a 2xx answer, as (kind, detail): the
+    /// [`ProviderError::Unexpected`] variant, and also the `Transient`
+    /// errors of a body that did not parse or lacked a required field
+    /// (those stay `Transient` so that every caller keeps treating them as
+    /// retryable; this names them for counting).
+    pub fn unexpected_answer(&self) -> Option<(&'static str, String)> {
+        match self {
+            ProviderError::Unexpected { kind, detail, .. } => Some((kind, detail.clone())),
+            ProviderError::Transient(m) => http::unexpected_of(m),
+            _ => None,
+        }
     }
 }
 
@@ -148,11 +186,15 @@ pub enum WebhookCheck {
 }
 
 /// Per-provider connection settings from the config.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Settings {
     pub base_url: String,
     pub api_key: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    /// Endpoint overrides (`paths = { create = "/ugc" }`); empty: defaults.
+    pub paths: paths::Paths,
+    /// Where every exchange is recorded (`daemon.record_dir`), if anywhere.
+    pub recorder: Option<record::Recorder>,
 }
 
 impl fmt::Debug for Settings {
@@ -164,6 +206,8 @@ impl fmt::Debug for Settings {
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("paths", &self.paths)
+            .field("recording", &self.recorder.is_some())
             .finish()
     }
 }
@@ -211,6 +255,11 @@ pub trait Provider: Send + Sync + fmt::Debug {
     ) -> Result<Lookup, ProviderError> {
         Ok(Lookup::Unsupported)
     }
+
+    /// One cheap authenticated request that costs no credits, classified
+    /// (`switchyard doctor`). Each adapter picks the call its provider
+    /// documents best for it.
+    async fn probe(&self) -> probe::Probe;
 
     /// Checks an incoming webhook. `now_unix` is the current Unix time in
     /// seconds (passed in so tests control it).

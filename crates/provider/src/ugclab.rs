@@ -2,8 +2,9 @@
 //! envelope, and a refused cancel is a 400 whose code says why, so the codes
 //! are what classify it, not the status.
 //!
-//! Assumptions, because the seed document does not show them (all in
-//! [`paths`] and the constants below, so they are easy to correct):
+//! Assumptions, because the seed document does not show them (the paths in
+//! [`crate::paths::defaults`], which the config can override, and the
+//! constants below):
 //!
 //! - Create is `POST {base}/ugc` with the params as the JSON body, Bearer
 //!   auth, required `script` (string); it answers
@@ -19,7 +20,9 @@
 //! - The job's `stage` is the first processing step not yet completed or
 //!   skipped, in the order the provider lists them (`SAVING` while saving).
 
-use crate::http::{self, Auth, Call, CodeClass, Params, Transport};
+use crate::http::{self, refs, Auth, Call, CodeClass, Params, Transport};
+use crate::paths::Resolved;
+use crate::probe::{self, Probe, IMPOSSIBLE_ID};
 use crate::{
     Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
     WebhookCheck,
@@ -32,11 +35,17 @@ use serde_json::Value;
 use std::fmt;
 use switchyard_core::{JobError, ProviderKind};
 
-/// Endpoint paths under the base URL.
-pub mod paths {
-    /// `POST`: create (assumed); `GET`/`DELETE {JOBS}/{id}`: documented.
-    pub const JOBS: &str = "ugc";
-}
+/// The status words the seed shows (and `CANCELLED`, which its cancel
+/// example answers); any other is an unexpected answer.
+const KNOWN_WORDS: &[&str] = &[
+    "PENDING",
+    "PROCESSING",
+    "SAVING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "CANCELED",
+];
 
 /// Credits reserved per job (the seed's example `creditsCharged`).
 pub const ESTIMATE_CREDITS: u64 = 125;
@@ -68,6 +77,7 @@ fn codes(code: &str) -> Option<CodeClass> {
 #[derive(Debug)]
 pub struct UgcLab {
     http: Transport,
+    paths: Resolved,
 }
 
 impl UgcLab {
@@ -79,8 +89,12 @@ impl UgcLab {
             &[settings.webhook_secret],
             Auth::Bearer,
             codes,
-        );
-        UgcLab { http }
+        )
+        .with_recorder(settings.recorder);
+        UgcLab {
+            http,
+            paths: Resolved::new(ProviderKind::Ugclab, &settings.paths),
+        }
     }
 }
 
@@ -101,27 +115,57 @@ impl Provider for UgcLab {
     }
 
     async fn create(&self, key: &str, params: &Value) -> Result<RemoteStatus, ProviderError> {
+        let path = self.paths.create.render("");
         let body = self
             .http
-            .send(Call::post(&[paths::JOBS], Some(params)).idempotency_key(key))
+            .send(Call::post(&refs(&path), Some(params)).idempotency_key(key))
             .await?;
         parse_job(&body, Some("PENDING"))
     }
 
     async fn status(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
-        let body = self
-            .http
-            .send(Call::get(&[paths::JOBS, provider_job_id]))
-            .await?;
-        parse_job(&body, None)
+        let path = self.paths.status.render(provider_job_id);
+        let body = self.http.send(Call::get(&refs(&path))).await?;
+        let status = parse_job(&body, None)?;
+        let word = status.raw_status.to_ascii_uppercase();
+        if !KNOWN_WORDS.contains(&word.as_str()) {
+            return Err(http::unknown_word(&self.http, &status.raw_status, &body));
+        }
+        Ok(status)
     }
 
     async fn cancel(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
-        let body = self
-            .http
-            .send(Call::delete(&[paths::JOBS, provider_job_id]))
-            .await?;
+        let template = self
+            .paths
+            .cancel
+            .as_ref()
+            .ok_or(ProviderError::Unsupported("cancel"))?;
+        let path = template.render(provider_job_id);
+        let body = self.http.send(Call::delete(&refs(&path))).await?;
         parse_job(&body, Some("CANCELLED"))
+    }
+
+    /// A status request for an id that cannot exist: the documented
+    /// `404 UGC_NOT_FOUND` comes only after the key was accepted.
+    async fn probe(&self) -> Probe {
+        let path = self.paths.status.render(IMPOSSIBLE_ID);
+        let request = probe::describe("GET", self.paths.status.as_str(), "");
+        probe::run(&self.http, request, Call::get(&refs(&path)), |a| {
+            let (code, _) = http::error_parts(&a.body);
+            match (a.status.as_u16(), code.as_deref()) {
+                (404, Some("UGC_NOT_FOUND")) => {
+                    Ok("reachable, key accepted (the documented 404 UGC_NOT_FOUND)".into())
+                }
+                (404, _) => {
+                    Err("a 404 without the documented UGC_NOT_FOUND code (wrong path?)".into())
+                }
+                (s, _) if (200..300).contains(&s) => {
+                    Err("an id that cannot exist was answered as found".into())
+                }
+                _ => Err("not the documented answer".into()),
+            }
+        })
+        .await
     }
 
     async fn find_by_key(&self, _key: &str, _params: &Value) -> Result<Lookup, ProviderError> {

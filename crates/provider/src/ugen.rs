@@ -26,7 +26,9 @@
 //!   bytes over `timestamp + "." + raw body`, timestamp in Unix seconds,
 //!   accepted within [`WEBHOOK_TOLERANCE_SECS`].
 
-use crate::http::{self, Auth, Call, CodeClass, Params, Transport};
+use crate::http::{self, refs, Auth, Call, CodeClass, Params, Transport};
+use crate::paths::Resolved;
+use crate::probe::{self, Probe};
 use crate::{
     Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
     WebhookCheck,
@@ -39,7 +41,9 @@ use sha2::Sha256;
 use std::ops::RangeInclusive;
 use switchyard_core::{JobError, ProviderKind, Secret};
 
-/// Endpoint paths under the base URL (all documented).
+/// Endpoint paths under the base URL (all documented). Create, status,
+/// cancel and list follow the config's `paths` overrides
+/// ([`crate::paths::defaults`]); the calls only this adapter offers do not.
 pub mod paths {
     pub const JOBS: &str = "jobs";
     pub const SUGGEST_FIELDS: &str = "suggest-fields";
@@ -68,6 +72,19 @@ pub const ASPECT_RATIOS: [&str; 3] = ["9:16", "16:9", "1:1"];
 pub const MAX_RETRIES: RangeInclusive<i64> = 0..=5;
 pub const FIND_PAGE_SIZE: u32 = 100;
 pub const FIND_MAX_PAGES: u32 = 20;
+
+/// The documented status words (and `queued`, `canceled`); any other is an
+/// unexpected answer.
+const KNOWN_WORDS: &[&str] = &[
+    "pending",
+    "queued",
+    "processing",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+    "canceled",
+];
 
 const STRING_FIELDS: &[&str] = &[
     "video_resolution",
@@ -117,6 +134,7 @@ fn codes(_code: &str) -> Option<CodeClass> {
 pub struct UGen {
     http: Transport,
     webhook_secret: Option<Secret>,
+    paths: Resolved,
 }
 
 /// One page of `GET /jobs`.
@@ -138,11 +156,21 @@ impl UGen {
             std::slice::from_ref(&settings.webhook_secret),
             Auth::Header(API_KEY_HEADER),
             codes,
-        );
+        )
+        .with_recorder(settings.recorder);
         UGen {
             http,
             webhook_secret: settings.webhook_secret.filter(|s| !s.is_empty()),
+            paths: Resolved::new(ProviderKind::Ugen, &settings.paths),
         }
+    }
+
+    fn list_path(&self) -> Vec<String> {
+        self.paths
+            .list
+            .as_ref()
+            .map(|t| t.render(""))
+            .unwrap_or_else(|| vec![paths::JOBS.into()])
     }
 
     /// The create body: the params unchanged, plus `idempotency_key` = the
@@ -212,7 +240,8 @@ impl UGen {
         page: u32,
         page_size: u32,
     ) -> Result<JobPage, ProviderError> {
-        let mut call = Call::get(&[paths::JOBS]);
+        let path = self.list_path();
+        let mut call = Call::get(&refs(&path));
         if let Some(status) = status {
             call = call.query("status", status);
         }
@@ -306,26 +335,62 @@ impl Provider for UGen {
 
     async fn create(&self, key: &str, params: &Value) -> Result<RemoteStatus, ProviderError> {
         let body = Self::create_body(key, params);
+        let path = self.paths.create.render("");
         let answer = self
             .http
-            .json(Call::post(&[paths::JOBS], Some(&body)).idempotency_key(key))
+            .json(Call::post(&refs(&path), Some(&body)).idempotency_key(key))
             .await?;
         parse_job(&answer, Some("pending"))
     }
 
     async fn status(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
-        let answer = self
-            .http
-            .json(Call::get(&[paths::JOBS, provider_job_id]))
-            .await?;
-        parse_job(&answer, None)
+        let path = self.paths.status.render(provider_job_id);
+        let answer = self.http.json(Call::get(&refs(&path))).await?;
+        let status = parse_job(&answer, None)?;
+        if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
+            let body = answer.to_string();
+            return Err(http::unknown_word(
+                &self.http,
+                &status.raw_status,
+                body.as_bytes(),
+            ));
+        }
+        Ok(status)
+    }
+
+    /// `GET /jobs?page_size=1`: read-only, costs nothing, needs the key.
+    async fn probe(&self) -> Probe {
+        let path = self.list_path();
+        let template = self.paths.list.as_ref().map_or("/jobs", |t| t.as_str());
+        let request = probe::describe("GET", template, "page_size=1");
+        let call = Call::get(&refs(&path)).query("page_size", 1);
+        probe::run(&self.http, request, call, |a| {
+            if !a.status.is_success() {
+                return Err("not the documented job list".into());
+            }
+            let v = serde_json::from_slice::<Value>(&a.body)
+                .map_err(|_| "the job list is not JSON".to_string())?;
+            match v.get("items").and_then(Value::as_array) {
+                Some(_) => Ok(format!(
+                    "reachable, key accepted (the account lists {} job(s))",
+                    v.get("total")
+                        .and_then(Value::as_u64)
+                        .map_or("some".into(), |n| n.to_string())
+                )),
+                None => Err("the job list has no `items`".into()),
+            }
+        })
+        .await
     }
 
     async fn cancel(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
-        let body = self
-            .http
-            .send(Call::delete(&[paths::JOBS, provider_job_id]))
-            .await?;
+        let template = self
+            .paths
+            .cancel
+            .as_ref()
+            .ok_or(ProviderError::Unsupported("cancel"))?;
+        let path = template.render(provider_job_id);
+        let body = self.http.send(Call::delete(&refs(&path))).await?;
         let answer = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
         match parse_job(&answer, None) {
             Ok(status) => Ok(status),

@@ -3,8 +3,9 @@
 //! and a refund is a boolean, not an amount. It has no client-side key, so a
 //! job lost in a crash can only be recognised by what it asked for.
 //!
-//! Assumptions, because the seed document does not show them (kept in
-//! [`paths`] and the constants below):
+//! Assumptions, because the seed document does not show them (the paths in
+//! [`crate::paths::defaults`], which the config can override, and the
+//! constants below):
 //!
 //! - Create is `POST {base}/generate/` (documented path), Bearer, with the
 //!   params as the body; `model_slug` and `prompt` are required strings and
@@ -27,7 +28,9 @@
 //! - Webhooks are not documented: any that arrives is an unverified hint.
 //! - No stage is reported (`provider_meta` has none).
 
-use crate::http::{self, Auth, Call, CodeClass, Params, Transport};
+use crate::http::{self, refs, Auth, Call, CodeClass, Params, Transport};
+use crate::paths::Resolved;
+use crate::probe::{self, Probe};
 use crate::{
     Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
     WebhookCheck,
@@ -37,13 +40,15 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use switchyard_core::{JobError, ProviderKind};
 
-/// Endpoint paths under the base URL (documented); each ends in a slash,
-/// hence the trailing `""` segment.
-pub mod paths {
-    pub const GENERATE: &[&str] = &["generate", ""];
-    pub const STATUS: &str = "status";
-    pub const HISTORY: &[&str] = &["history", ""];
-}
+/// The documented lifecycle; any other word is an unexpected answer.
+const KNOWN_WORDS: &[&str] = &[
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "cancelled",
+    "canceled",
+];
 
 pub const CREDITS_PER_SECOND: u64 = 20;
 pub const DEFAULT_DURATION_SECS: u64 = 5;
@@ -63,6 +68,7 @@ fn codes(_code: &str) -> Option<CodeClass> {
 #[derive(Debug)]
 pub struct UlazAi {
     http: Transport,
+    paths: Resolved,
 }
 
 impl UlazAi {
@@ -74,25 +80,43 @@ impl UlazAi {
             &[settings.webhook_secret],
             Auth::Bearer,
             codes,
-        );
-        UlazAi { http }
+        )
+        .with_recorder(settings.recorder);
+        UlazAi {
+            http,
+            paths: Resolved::new(ProviderKind::Ulazai, &settings.paths),
+        }
+    }
+
+    fn history_path(&self) -> Vec<String> {
+        self.paths
+            .list
+            .as_ref()
+            .map(|t| t.render(""))
+            .unwrap_or_else(|| vec!["history".into(), String::new()])
     }
 
     /// `GET /history/`: recent jobs, as the provider lists them.
     pub async fn history(&self) -> Result<Vec<Value>, ProviderError> {
-        let v = self.http.json(Call::get(paths::HISTORY)).await?;
-        check_success(&v)?;
-        let list = if v.is_array() {
-            Some(&v)
-        } else {
-            ["jobs", "results", "history", "items"]
-                .iter()
-                .find_map(|k| v.get(*k).filter(|l| l.is_array()))
-        };
-        list.and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| http::missing("UlazAI history", "job list"))
+        let path = self.history_path();
+        let v = self.http.json(Call::get(&refs(&path))).await?;
+        history_list(&v)
     }
+}
+
+/// The job list of a history answer.
+fn history_list(v: &Value) -> Result<Vec<Value>, ProviderError> {
+    check_success(v)?;
+    let list = if v.is_array() {
+        Some(v)
+    } else {
+        ["jobs", "results", "history", "items"]
+            .iter()
+            .find_map(|k| v.get(*k).filter(|l| l.is_array()))
+    };
+    list.and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| http::missing("UlazAI history", "job list"))
 }
 
 #[async_trait]
@@ -119,19 +143,49 @@ impl Provider for UlazAi {
     }
 
     async fn create(&self, key: &str, params: &Value) -> Result<RemoteStatus, ProviderError> {
+        let path = self.paths.create.render("");
         let v = self
             .http
-            .json(Call::post(paths::GENERATE, Some(params)).idempotency_key(key))
+            .json(Call::post(&refs(&path), Some(params)).idempotency_key(key))
             .await?;
         parse_answer(&v, Some("pending"))
     }
 
     async fn status(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
-        let v = self
-            .http
-            .json(Call::get(&[paths::STATUS, provider_job_id, ""]))
-            .await?;
-        parse_answer(&v, None)
+        let path = self.paths.status.render(provider_job_id);
+        let v = self.http.json(Call::get(&refs(&path))).await?;
+        let status = parse_answer(&v, None)?;
+        if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
+            let body = v.to_string();
+            return Err(http::unknown_word(
+                &self.http,
+                &status.raw_status,
+                body.as_bytes(),
+            ));
+        }
+        Ok(status)
+    }
+
+    /// `GET /history/`: read-only, costs nothing, and needs the key.
+    async fn probe(&self) -> Probe {
+        let path = self.history_path();
+        let template = self.paths.list.as_ref().map_or("/history/", |t| t.as_str());
+        let request = probe::describe("GET", template, "");
+        probe::run(&self.http, request, Call::get(&refs(&path)), |a| {
+            if !a.status.is_success() {
+                return Err("not the documented history answer".into());
+            }
+            let v = serde_json::from_slice::<Value>(&a.body)
+                .map_err(|_| "the history answer is not JSON".to_string())?;
+            match history_list(&v) {
+                Ok(jobs) => Ok(format!(
+                    "reachable, key accepted (history lists {} job(s))",
+                    jobs.len()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
     }
 
     async fn cancel(&self, _provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {

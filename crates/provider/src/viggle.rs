@@ -2,8 +2,9 @@
 //! status calls send none: a key not sent cannot leak. A finished render
 //! can have two outputs, the video and its alpha mask; the video comes first.
 //!
-//! Assumptions, because the seed document does not show them (kept in
-//! [`paths`] and the constants below):
+//! Assumptions, because the seed document does not show them (the paths in
+//! [`crate::paths::defaults`], which the config can override, and the
+//! constants below):
 //!
 //! - Create is `POST {base}/render`, Bearer, with the params as the body;
 //!   `image_url` (an http(s) URL) is required; the answer is
@@ -16,7 +17,9 @@
 //!   webhooks are unsigned hints.
 //! - Error bodies carry `error_code` / `error_message` like failed jobs do.
 
-use crate::http::{self, Auth, Call, CodeClass, Params, Transport};
+use crate::http::{self, refs, Auth, Call, CodeClass, Params, Transport};
+use crate::paths::Resolved;
+use crate::probe::{self, Probe, IMPOSSIBLE_ID};
 use crate::{
     Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
     WebhookCheck,
@@ -26,11 +29,18 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use switchyard_core::{JobError, ProviderKind};
 
-/// Endpoint paths under the base URL.
-pub mod paths {
-    /// `GET {RENDER}/{id}`: documented; `POST` and `DELETE`: assumed.
-    pub const RENDER: &str = "render";
-}
+/// The documented status words (and `pending`, `completed`, `canceled`
+/// spellings); any other is an unexpected answer.
+const KNOWN_WORDS: &[&str] = &[
+    "queued",
+    "pending",
+    "processing",
+    "complete",
+    "completed",
+    "failed",
+    "cancelled",
+    "canceled",
+];
 
 pub const ESTIMATE_CREDITS: u64 = 10;
 
@@ -50,6 +60,7 @@ fn codes(_code: &str) -> Option<CodeClass> {
 #[derive(Debug)]
 pub struct Viggle {
     http: Transport,
+    paths: Resolved,
 }
 
 impl Viggle {
@@ -61,8 +72,12 @@ impl Viggle {
             &[settings.webhook_secret],
             Auth::Bearer,
             codes,
-        );
-        Viggle { http }
+        )
+        .with_recorder(settings.recorder);
+        Viggle {
+            http,
+            paths: Resolved::new(ProviderKind::Viggle, &settings.paths),
+        }
     }
 }
 
@@ -83,26 +98,40 @@ impl Provider for Viggle {
     }
 
     async fn create(&self, key: &str, params: &Value) -> Result<RemoteStatus, ProviderError> {
+        let path = self.paths.create.render("");
         let v = self
             .http
-            .json(Call::post(&[paths::RENDER], Some(params)).idempotency_key(key))
+            .json(Call::post(&refs(&path), Some(params)).idempotency_key(key))
             .await?;
         parse_job(&v, Some("queued"))
     }
 
     async fn status(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
+        let path = self.paths.status.render(provider_job_id);
         let v = self
             .http
-            .json(Call::get(&[paths::RENDER, provider_job_id]).without_auth())
+            .json(Call::get(&refs(&path)).without_auth())
             .await?;
-        parse_job(&v, None)
+        let status = parse_job(&v, None)?;
+        if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
+            let body = v.to_string();
+            return Err(http::unknown_word(
+                &self.http,
+                &status.raw_status,
+                body.as_bytes(),
+            ));
+        }
+        Ok(status)
     }
 
     async fn cancel(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
-        let body = self
-            .http
-            .send(Call::delete(&[paths::RENDER, provider_job_id]))
-            .await?;
+        let template = self
+            .paths
+            .cancel
+            .as_ref()
+            .ok_or(ProviderError::Unsupported("cancel"))?;
+        let path = template.render(provider_job_id);
+        let body = self.http.send(Call::delete(&refs(&path))).await?;
         let v = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
         match parse_job(&v, Some("cancelled")) {
             Ok(status) => Ok(status),
@@ -117,6 +146,29 @@ impl Provider for Viggle {
 
     async fn find_by_key(&self, _key: &str, _params: &Value) -> Result<Lookup, ProviderError> {
         Ok(Lookup::Unsupported)
+    }
+
+    /// A status request for an id that cannot exist, key attached. Viggle
+    /// documents its status call as needing no key, so a 404 proves the
+    /// host and path, not the key (a provider that checks it answers 401).
+    async fn probe(&self) -> Probe {
+        let path = self.paths.status.render(IMPOSSIBLE_ID);
+        let request = probe::describe("GET", self.paths.status.as_str(), "");
+        probe::run(&self.http, request, Call::get(&refs(&path)), |a| {
+            let json = serde_json::from_slice::<Value>(&a.body).is_ok_and(|v| v.is_object());
+            match a.status.as_u16() {
+                404 if json => Ok(
+                    "reachable (404 for an id that cannot exist); the key is not proven: Viggle's status call needs none"
+                        .into(),
+                ),
+                404 => Err("a 404 without a JSON body (wrong path?)".into()),
+                s if (200..300).contains(&s) => {
+                    Err("an id that cannot exist was answered as found".into())
+                }
+                _ => Err("not a not-found answer".into()),
+            }
+        })
+        .await
     }
 
     fn verify_webhook(&self, _headers: &HeaderMap, body: &[u8], _now_unix: i64) -> WebhookCheck {

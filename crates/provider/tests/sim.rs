@@ -27,6 +27,7 @@ fn adapter(sim: &SimServer, kind: ProviderKind, key: &str) -> Arc<dyn Provider> 
         base_url: sim.base_url(kind),
         api_key: Some(Secret::new(key)),
         webhook_secret: Some(Secret::new("hook-secret")),
+        ..Default::default()
     };
     build(
         kind,

@@ -23,6 +23,7 @@
 
 mod common;
 mod gate;
+pub mod replay;
 pub mod scenario;
 mod simapi;
 mod state;
@@ -34,7 +35,8 @@ mod viggle;
 mod webhook;
 
 pub use scenario::{
-    DurationDist, Faults, HumanDuration, ProviderScenario, Providers, RateLimit, Scenario, SimError,
+    DurationDist, Faults, HumanDuration, ProviderScenario, Providers, RateLimit, Scenario,
+    SimError, UnknownStatus,
 };
 pub use state::{FaultCounts, Outcome, ProviderStats, Quota, SimJob, Stats};
 pub use webhook::ugen_signature;

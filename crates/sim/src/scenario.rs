@@ -101,6 +101,21 @@ pub struct ProviderScenario {
     /// U-Gen (signed) and UGC Lab (unsigned) only.
     pub webhook_url: Option<String>,
     pub webhook_secret: Option<String>,
+    /// Answers with a status word no document shows for a while in every
+    /// live job's life, as a provider that adds a word would.
+    pub unknown_status: Option<UnknownStatus>,
+}
+
+/// `unknown_status = { word = "RENDERING_HOLD", from = "5s", until = "20s" }`:
+/// between `from` and `until` of a job's simulated life (since its create),
+/// its status answers carry `word` instead of the documented one, unless
+/// it has finished.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownStatus {
+    pub word: String,
+    pub from: HumanDuration,
+    pub until: HumanDuration,
 }
 
 impl Default for ProviderScenario {
@@ -114,6 +129,7 @@ impl Default for ProviderScenario {
             faults: Faults::default(),
             webhook_url: None,
             webhook_secret: None,
+            unknown_status: None,
         }
     }
 }
@@ -366,6 +382,13 @@ impl Scenario {
                 if !crate::util::is_http_url(url) {
                     return Err(SimError::Invalid(format!(
                         "providers.{kind}.webhook_url must be an http(s) URL"
+                    )));
+                }
+            }
+            if let Some(u) = &p.unknown_status {
+                if u.word.trim().is_empty() || u.from.0 >= u.until.0 {
+                    return Err(SimError::Invalid(format!(
+                        "providers.{kind}.unknown_status needs a word and from < until"
                     )));
                 }
             }

@@ -269,6 +269,25 @@ pub fn draw_duration(d: &DurationDist, rng: &mut SmallRng) -> Duration {
     }
 }
 
+/// The status word a status answer shows: the documented one, or the
+/// scenario's `unknown_status` word while a live job is in its window.
+pub fn shown_status(sim: &SimState, job: &Job, v: View) -> String {
+    let documented = raw_status(job.kind, v);
+    let Some(u) = &sim.provider(job.kind).cfg.unknown_status else {
+        return documented.to_string();
+    };
+    if v.phase.is_terminal() {
+        return documented.to_string();
+    }
+    let age_ms = sim.now_ms().saturating_sub(job.created_ms) as f64 * sim.speedup;
+    let window = u.from.0.as_secs_f64() * 1000.0..u.until.0.as_secs_f64() * 1000.0;
+    if window.contains(&age_ms) {
+        u.word.clone()
+    } else {
+        documented.to_string()
+    }
+}
+
 /// The provider's own status word for a phase.
 pub fn raw_status(kind: ProviderKind, v: View) -> &'static str {
     match kind {

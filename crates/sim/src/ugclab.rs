@@ -205,7 +205,7 @@ pub fn render(sim: &SimState, job: &Job, v: View) -> Value {
     };
     json!({
         "id": &*job.id,
-        "status": crate::state::raw_status(KIND, v),
+        "status": crate::state::shown_status(sim, job, v),
         "progress": progress,
         "videoUrl": if v.phase == Phase::Completed {
             Value::String(sim.media_url(KIND, &format!("{}.mp4", job.id)))

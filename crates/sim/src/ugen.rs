@@ -654,7 +654,7 @@ pub fn render(sim: &SimState, job: &Job, v: View) -> Value {
     let terminal = v.phase.is_terminal();
     json!({
         "job_id": &*job.id,
-        "status": crate::state::raw_status(KIND, v),
+        "status": crate::state::shown_status(sim, job, v),
         "current_stage": current_stage,
         "progress_percent": progress_percent(v, n),
         "idempotency_key": job.params.get("idempotency_key").cloned().unwrap_or(Value::Null),

@@ -223,7 +223,7 @@ pub fn render(sim: &SimState, job: &Job, v: View, with_prompt: bool) -> Value {
         "job_id": &*job.id,
         "model_slug": job.params.get("model_slug").cloned().unwrap_or(Value::Null),
         "mode": mode(job),
-        "status": crate::state::raw_status(KIND, v),
+        "status": crate::state::shown_status(sim, job, v),
         "result_urls": if v.phase == Phase::Completed {
             vec![sim.media_url(KIND, &format!("job-{}.mp4", job.id))]
         } else {

@@ -182,7 +182,7 @@ pub fn render(sim: &SimState, job: &Job, v: View) -> Value {
     let complete = v.phase == Phase::Completed;
     json!({
         "job_id": &*job.id,
-        "status": crate::state::raw_status(KIND, v),
+        "status": crate::state::shown_status(sim, job, v),
         "mode": job.params.get("mode").and_then(Value::as_str).unwrap_or("full_pipeline"),
         "checkpoint": checkpoint,
         "progress_pct": progress,

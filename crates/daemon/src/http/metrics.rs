@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use switchyard_core::JobState;
 use switchyard_engine::{HistogramValues, MetricsSnapshot, ProviderCounters};
+use switchyard_provider::answer_kind;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -87,6 +88,30 @@ pub fn render(snap: MetricsSnapshot, providers: &[String]) -> Result<String, std
         // prometheus-client adds the `_total` suffix of a counter.
         reg.register(name, help, family);
     }
+
+    // Every kind of every provider from the start (at 0), so that an alert
+    // on a rise has a series to compare with.
+    let unexpected = Family::<Labels, Counter<u64, AtomicU64>>::default();
+    for c in &snap.counters {
+        for kind in [
+            answer_kind::STATUS_WORD,
+            answer_kind::MISSING_FIELD,
+            answer_kind::UNPARSEABLE_BODY,
+        ] {
+            let n = c
+                .unexpected_answers
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map_or(0, |(_, n)| *n);
+            let labels = vec![("provider", c.provider.clone()), ("kind", kind.to_string())];
+            unexpected.get_or_create(&labels).inc_by(n);
+        }
+    }
+    reg.register(
+        "switchyard_unexpected_answers",
+        "Provider answers in a shape no document shows, by kind; the job stays live.",
+        unexpected,
+    );
 
     let credits = Family::<Labels, Gauge>::default();
     for v in &snap.providers {

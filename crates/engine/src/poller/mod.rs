@@ -111,7 +111,22 @@ impl Shared {
                 let _ = self.sched.send(polled(None, false, None, None));
             }
             Err(e) => {
-                p.counters.errors.fetch_add(1, Ordering::Relaxed);
+                // A surprise is not a failure: the job stays live and is
+                // polled again on its schedule, within `poll.timeout`. An
+                // unreadable body still counts as an error, as it always
+                // did; an unknown word was a good answer before and is not.
+                if !matches!(e, ProviderError::Unexpected { .. }) {
+                    p.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some((kind, detail)) = e.unexpected_answer() {
+                    let excerpt = match &e {
+                        ProviderError::Unexpected { excerpt, .. } => excerpt.clone(),
+                        other => other.to_string(),
+                    };
+                    p.counters
+                        .unexpected
+                        .note(&p.name, &key, "poll", kind, &detail, &excerpt);
+                }
                 tracing::debug!(%key, "poll failed: {e}");
                 let _ = self.sched.send(polled(None, false, None, None));
             }

@@ -124,6 +124,7 @@ impl FakeServer {
             base_url: self.url(prefix),
             api_key: Some(Secret::new(API_KEY)),
             webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
+            ..Default::default()
         }
     }
 

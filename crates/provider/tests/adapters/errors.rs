@@ -186,6 +186,7 @@ async fn timeouts_are_transient_and_refused_connections_unavailable() {
             base_url: format!("http://127.0.0.1:{port}{}", kind.sim_prefix()),
             api_key: Some(Secret::new("k")),
             webhook_secret: None,
+            ..Default::default()
         };
         let p = build(kind, settings, crate::common::client());
         let err = p.status("job-1").await.unwrap_err();
@@ -210,6 +211,7 @@ async fn a_bad_base_url_is_permanent() {
             base_url: "not a url".into(),
             api_key: None,
             webhook_secret: None,
+            ..Default::default()
         };
         let p = build(kind, settings, crate::common::client());
         let err = p.status("job-1").await.unwrap_err();

@@ -7,6 +7,7 @@
 
 mod common;
 mod errors;
+mod recorded;
 mod secrets;
 mod ugclab;
 mod ugen;

@@ -18,6 +18,7 @@ fn offline() -> UGen {
             base_url: "http://127.0.0.1:9/ugen/api/v1".into(),
             api_key: Some(Secret::new(API_KEY)),
             webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
+            ..Default::default()
         },
         crate::common::client(),
     )
@@ -481,6 +482,7 @@ async fn the_rest_of_the_documented_api() {
             base_url: server.url(PREFIX),
             api_key: Some(Secret::new(API_KEY)),
             webhook_secret: Some(Secret::new(example["webhook_secret"].as_str().unwrap())),
+            ..Default::default()
         },
         crate::common::client(),
     );
@@ -601,6 +603,7 @@ fn webhook_signatures() {
             base_url: "http://127.0.0.1:9".into(),
             api_key: None,
             webhook_secret: None,
+            ..Default::default()
         },
         crate::common::client(),
     );
