@@ -178,32 +178,37 @@ pub fn ledger_periods(job: &Job, op: &LedgerOp) -> Vec<String> {
     }
 }
 
-/// Applies `change` to `current` (a job expected in `expect`) at time
+/// Applies `change` to `job` (expected in `expect`) at time
 /// `now`. `ledger` gives the current row of each period
 /// [`ledger_periods`] named. Every check, the budget included, happens
 /// before anything is returned to write, so a refused change writes nothing.
+///
+/// Takes the job by value: a transition is the store's hot path, and a job
+/// (its params a JSON tree) is costly to copy; only a field-only change,
+/// which may turn out to change nothing, keeps a copy to compare with.
 pub fn apply(
-    current: &Job,
+    mut job: Job,
     expect: JobState,
     change: &Change,
     now: &str,
     ledger: &dyn Fn(&str) -> LedgerEntry,
 ) -> Result<Outcome, Refusal> {
-    if current.state != expect {
+    if job.state != expect {
         return Err(Refusal::StateMismatch {
-            key: current.key.clone(),
+            key: job.key,
             expected: expect,
-            actual: current.state,
+            actual: job.state,
         });
     }
     if change.to != expect && !expect.can_become(change.to) {
         return Err(Refusal::Illegal(TransitionError {
-            key: current.key.clone(),
+            key: job.key,
             from: expect,
             to: change.to,
         }));
     }
-    let mut job = current.clone();
+    let field_only = change.to == expect && change.ledger == LedgerOp::None;
+    let before = field_only.then(|| job.clone());
     change.patch.apply(&mut job);
     job.state = change.to;
     if change.to != JobState::Queued {
@@ -211,7 +216,7 @@ pub fn apply(
     }
     // A poll that changed nothing writes nothing: idle polling should not
     // cost a store write (and a flush's share) per job.
-    if change.to == expect && change.ledger == LedgerOp::None && job == *current {
+    if before.as_ref() == Some(&job) {
         return Ok(Outcome::Unchanged(job));
     }
     job.updated_at = now.to_string();
@@ -341,7 +346,7 @@ mod tests {
             limit: Some(10),
         };
         let change = Change::to(JobState::Submitting, "d").ledger(reserve.clone());
-        let out = apply(&j, JobState::Queued, &change, "t1", &|_| {
+        let out = apply(j.clone(), JobState::Queued, &change, "t1", &|_| {
             LedgerEntry::default()
         })
         .unwrap();
@@ -384,7 +389,7 @@ mod tests {
             ..Patch::default()
         };
         let change = Change::to(JobState::Pending, "").patch(patch);
-        let out = apply(&j, JobState::Pending, &change, "t1", &|_| {
+        let out = apply(j.clone(), JobState::Pending, &change, "t1", &|_| {
             LedgerEntry::default()
         })
         .unwrap();

@@ -441,7 +441,8 @@ impl SledStore {
                 .map(|(_, e)| *e)
                 .unwrap_or_default()
         };
-        let (new, entry, ledger) = match change::apply(&job, expect, change, &now, &lookup)? {
+        let (old_idx, old_state) = (idx_key(&job), job.state);
+        let (new, entry, ledger) = match change::apply(job, expect, change, &now, &lookup)? {
             Outcome::Unchanged(j) => return Ok(j),
             Outcome::Changed { job, entry, ledger } => (job, entry, ledger),
         };
@@ -450,12 +451,12 @@ impl SledStore {
         for (period, e) in ledger {
             p.put(ledger_key(&new.provider, &period), &e.to_bytes()[..]);
         }
-        let (old_idx, new_idx) = (idx_key(&job), idx_key(&new));
+        let new_idx = idx_key(&new);
         if new_idx != old_idx {
             p.del(old_idx);
             p.put(new_idx, new.key.as_bytes().to_vec());
         }
-        p.counts.moved(&new.provider, job.state, new.state);
+        p.counts.moved(&new.provider, old_state, new.state);
         p.put(jk, bytes);
         Ok(new)
     }
