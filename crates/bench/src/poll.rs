@@ -362,7 +362,8 @@ mod tests {
         assert!((median - MEDIAN_S).abs() < 5.0, "{median}");
     }
 
-    /// The goal of issue 6.8, on 1,000 jobs: fails if the policy regresses.
+    /// The poll plan's goal for providers that report progress, on 1,000
+    /// jobs: fails if the policy regresses.
     #[test]
     fn poll_plan_meets_the_goal_on_providers_with_progress() {
         let r = run(1_000, 1);
