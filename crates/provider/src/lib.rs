@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{JobError, JobState, ProviderKind, Secret};
 
+mod classify;
 mod fields;
 pub mod http;
 pub mod paths;
