@@ -44,6 +44,20 @@ pub fn summary(jobs: &[Job]) -> String {
 /// line per job in flight, until every job that was live (or that appears
 /// meanwhile) has ended; then the table of those jobs. Not on a terminal,
 /// a plain status line every few seconds and a line per state change.
+/// A job's state as people read it: a queued job says what holds it.
+pub fn state_label(j: &Job) -> String {
+    match (j.state, j.held_by) {
+        (JobState::Queued, Some(h)) => format!(
+            "queued ({})",
+            serde_json::to_value(h)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ),
+        (s, _) => s.to_string(),
+    }
+}
+
 pub fn settled(s: JobState) -> bool {
     s.is_terminal() || s == JobState::Uncertain
 }
@@ -57,16 +71,7 @@ pub fn print_table(jobs: &[Job]) {
             } else {
                 format!("{} reserved", j.credits_reserved)
             };
-            let state = match (j.state, j.held_by) {
-                (JobState::Queued, Some(h)) => format!(
-                    "queued ({})",
-                    serde_json::to_value(h)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                ),
-                (s, _) => s.to_string(),
-            };
+            let state = state_label(j);
             [
                 j.key.clone(),
                 j.provider.clone(),

@@ -3,7 +3,7 @@
 //! now and then so logs still show progress.
 
 use crate::client::Client;
-use crate::output::settled;
+use crate::output::{settled, state_label};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -62,17 +62,7 @@ trait View {
 fn provider_line(name: &str, jobs: &[&Job], p: Option<&ProviderView>) -> String {
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     for j in jobs.iter().filter(|j| j.provider == name) {
-        let s = match (j.state, j.held_by) {
-            (JobState::Queued, Some(h)) => format!(
-                "queued ({})",
-                serde_json::to_value(h)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            ),
-            (s, _) => s.to_string(),
-        };
-        *by.entry(s).or_default() += 1;
+        *by.entry(state_label(j)).or_default() += 1;
     }
     let mut parts: Vec<String> = by.iter().map(|(s, n)| format!("{n} {s}")).collect();
     if let Some(p) = p {

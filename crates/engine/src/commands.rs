@@ -78,11 +78,7 @@ impl Engine {
     /// provider (whose rules apply).
     pub async fn cancel(&self, key: &str) -> Result<Job, EngineError> {
         let s = &self.shared;
-        let job = s
-            .store
-            .get(key)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(key.into()))?;
+        let job = s.job_or_not_found(key).await?;
         let p = s.providers.get(&job.provider).cloned();
         match job.state {
             JobState::Queued | JobState::Uncertain => {
@@ -115,11 +111,7 @@ impl Engine {
     /// User retry: failed and uncertain jobs go back to the queue.
     pub async fn retry(&self, key: &str) -> Result<Job, EngineError> {
         let s = &self.shared;
-        let job = s
-            .store
-            .get(key)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(key.into()))?;
+        let job = s.job_or_not_found(key).await?;
         if !matches!(job.state, JobState::Failed | JobState::Uncertain) {
             return Err(EngineError::Conflict(format!(
                 "only failed or uncertain jobs can be retried; this one is {}",
@@ -196,6 +188,15 @@ impl Engine {
     }
 }
 
+impl Shared {
+    pub(crate) async fn job_or_not_found(&self, key: &str) -> Result<Job, EngineError> {
+        self.store
+            .get(key)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(key.into()))
+    }
+}
+
 async fn cancel_remote(
     s: &Arc<Shared>,
     p: &Arc<ProviderRt>,
@@ -211,10 +212,7 @@ async fn cancel_remote(
             st.state = RemoteState::Cancelled;
             s.record(p, key, state, st).await;
             let _ = s.sched.send(Sched::Untrack { key: key.into() });
-            s.store
-                .get(key)
-                .await?
-                .ok_or_else(|| EngineError::NotFound(key.into()))
+            s.job_or_not_found(key).await
         }
         Err(e @ (ProviderError::Conflict { .. } | ProviderError::Unsupported(_))) => Err(
             EngineError::Conflict(format!("the provider refused to cancel: {e}")),

@@ -71,11 +71,7 @@ impl Engine {
     /// One job with its history.
     pub async fn job(&self, key: &str) -> Result<JobDetail, EngineError> {
         let s = &self.shared;
-        let mut job = s
-            .store
-            .get(key)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(key.into()))?;
+        let mut job = s.job_or_not_found(key).await?;
         s.show_hold(&mut job);
         s.show_live(std::slice::from_mut(&mut job)).await;
         let history = s.store.history(key).await?;
