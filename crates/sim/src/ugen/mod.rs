@@ -11,10 +11,19 @@
 //! changes, pause being allowed on pending jobs too, the keyframes/videos
 //! list shapes, and the webhook body (the job object plus `event`).
 
+mod render;
+mod validate;
+
+pub use render::{render, stage_at, webhook_body, STAGES};
+pub use validate::{model_rate, validate_create};
+
+#[cfg(test)]
+use render::segments_done;
+use render::{segment_count, segment_items, stage_start, GEN_START, KEYFRAMES_START};
+use validate::validation_error;
+
 use crate::common::{self, json_response, Fields, Problem};
-use crate::state::{
-    kind_index, lock, release, CreateFail, Created, Job, NewJob, Phase, SimState, View,
-};
+use crate::state::{kind_index, lock, release, CreateFail, Created, Job, NewJob, Phase, SimState};
 use crate::util::{self, STREAM_JOB};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -22,27 +31,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
-use serde_json::{json, Map, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use switchyard_core::ProviderKind;
 
 const KIND: ProviderKind = ProviderKind::Ugen;
 pub const DEFAULT_MODEL: &str = "veo3_fast";
-
-/// Pipeline stages and the position at which each starts.
-pub const STAGES: [(&str, f64); 7] = [
-    ("script", 0.0),
-    ("keyframes", 0.1),
-    ("generation", 0.3),
-    ("assembly", 0.75),
-    ("captions", 0.85),
-    ("music", 0.9),
-    ("delivery", 0.95),
-];
-const GEN_START: f64 = 0.3;
-const GEN_END: f64 = 0.75;
-const KEYFRAMES_START: f64 = 0.1;
 
 const STATUSES: [&str; 6] = [
     "pending",
@@ -52,57 +49,6 @@ const STATUSES: [&str; 6] = [
     "failed",
     "cancelled",
 ];
-
-const STRING_FIELDS: [&str; 20] = [
-    "video_resolution",
-    "aspect_ratio",
-    "interaction_mode",
-    "environment_description",
-    "cta_text",
-    "custom_script",
-    "script_structure",
-    "script_tone",
-    "caption_style",
-    "music_mood",
-    "custom_music_id",
-    "qai_mode",
-    "human_review_budget",
-    "stop_at_stage",
-    "video_model",
-    "persona_id",
-    "elevenlabs_voice_id",
-    "human_review",
-    "failure_behavior",
-    "idempotency_key",
-];
-const BOOL_FIELDS: [&str; 3] = ["captions_enabled", "music_enabled", "qai_enabled"];
-
-/// Credits per segment for a video model.
-pub fn model_rate(model: &str) -> u64 {
-    if model == "veo3_fast" {
-        20
-    } else if model.starts_with("veo") {
-        40
-    } else if model.starts_with("kling") {
-        15
-    } else {
-        20
-    }
-}
-
-pub fn stage_at(p: f64) -> &'static str {
-    let mut name = STAGES[0].0;
-    for (s, start) in STAGES {
-        if p >= start {
-            name = s;
-        }
-    }
-    name
-}
-
-fn stage_start(name: &str) -> Option<f64> {
-    STAGES.iter().find(|(s, _)| *s == name).map(|(_, p)| *p)
-}
 
 pub fn router() -> Router<Arc<SimState>> {
     Router::new()
@@ -116,90 +62,6 @@ pub fn router() -> Router<Arc<SimState>> {
         .route("/jobs/{id}/videos", get(videos))
         .route("/credits/estimate", post(estimate))
         .route("/tenants/me/webhook", put(set_webhook))
-}
-
-fn validation_error(sim: &SimState, problems: &[Problem]) -> Response {
-    let errors: Vec<Value> = problems
-        .iter()
-        .map(|p| json!({"field": p.field, "message": p.message}))
-        .collect();
-    common::error(
-        sim,
-        KIND,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_ERROR",
-        &format!(
-            "Request validation failed ({} problem{}): {}",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" },
-            common::problems_text(problems)
-        ),
-        Some(json!({"errors": errors})),
-    )
-}
-
-/// Every documented create rule; returns the per-job cost when valid.
-pub fn validate_create(obj: &Map<String, Value>) -> Result<u64, Vec<Problem>> {
-    let mut f = Fields::new(obj, "");
-    f.required_str("product_name");
-    f.required_url("product_image_url");
-    let segments = f.required_int_range("segment_count", 1, 10);
-    for name in STRING_FIELDS {
-        f.opt_str(name);
-    }
-    for name in BOOL_FIELDS {
-        f.opt_bool(name);
-    }
-    f.opt_url("webhook_url");
-    f.opt_str_array("key_selling_points");
-    f.opt_object("custom_caption_options");
-    f.opt_object("voice_settings");
-    f.opt_number("music_volume");
-    f.opt_int_range("human_review_max_rejections", 0, i64::MAX);
-    f.opt_int_range("max_retries_keyframe", 0, 5);
-    f.opt_int_range("max_retries_video", 0, 5);
-    let model = match f.get("video_model") {
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            f.problem("video_model", "must not be empty");
-            DEFAULT_MODEL
-        }
-        Some(Value::String(s)) => s.as_str(),
-        _ => DEFAULT_MODEL,
-    };
-    let veo = model.starts_with("veo");
-    let kling = model.starts_with("kling");
-    if let Ok(Some(d)) = f.opt_int("segment_duration") {
-        if veo && d != 8 {
-            f.problem(
-                "segment_duration",
-                format!("Veo models fix segment_duration at 8 seconds (got {d})"),
-            );
-        } else if kling && !(3..=10).contains(&d) {
-            f.problem(
-                "segment_duration",
-                format!("Kling models allow segment_duration 3-10 seconds (got {d})"),
-            );
-        } else if d < 1 {
-            f.problem("segment_duration", "must be a positive integer");
-        }
-    }
-    if f.get("aspect_ratio").and_then(Value::as_str) == Some("1:1") && !kling {
-        f.problem(
-            "aspect_ratio",
-            format!("Aspect ratio 1:1 is only supported by Kling models (video_model is {model})"),
-        );
-    }
-    if let Some(Value::String(k)) = f.get("idempotency_key") {
-        if k.trim().is_empty() {
-            f.problem("idempotency_key", "must not be empty");
-        }
-    }
-    f.sim_params();
-    if f.problems.is_empty() {
-        Ok(segments.unwrap_or(1) as u64 * model_rate(model))
-    } else {
-        Err(f.problems)
-    }
 }
 
 async fn create(State(sim): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -538,163 +400,6 @@ async fn retry(
         Ok(())
     })
     .await
-}
-
-fn segment_count(job: &Job) -> u64 {
-    job.params
-        .get("segment_count")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .max(1)
-}
-
-fn model(job: &Job) -> &str {
-    job.params
-        .get("video_model")
-        .and_then(Value::as_str)
-        .unwrap_or(DEFAULT_MODEL)
-}
-
-fn segment_duration(job: &Job) -> u64 {
-    job.params
-        .get("segment_duration")
-        .and_then(Value::as_u64)
-        .unwrap_or(8)
-}
-
-/// Segments finished by position `p` (generation is per segment).
-fn segments_done(p: f64, n: u64) -> u64 {
-    if p < GEN_START {
-        0
-    } else if p >= GEN_END {
-        n
-    } else {
-        (((p - GEN_START) / (GEN_END - GEN_START)) * n as f64).floor() as u64
-    }
-}
-
-fn progress_percent(v: View, n: u64) -> u64 {
-    if v.phase == Phase::Completed {
-        return 100;
-    }
-    let pct = if (GEN_START..GEN_END).contains(&v.p) {
-        let k = segments_done(v.p, n);
-        ((GEN_START + (GEN_END - GEN_START) * k as f64 / n as f64) * 100.0).round() as u64
-    } else {
-        common::pct(v.p)
-    };
-    pct.min(99)
-}
-
-fn segment_items(sim: &SimState, job: &Job, v: View, with_duration: bool) -> Vec<Value> {
-    let n = segment_count(job);
-    let done = if v.phase == Phase::Completed {
-        n
-    } else {
-        segments_done(v.p, n)
-    };
-    let in_gen = (GEN_START..GEN_END).contains(&v.p);
-    (0..n)
-        .map(|i| {
-            let status = if i < done {
-                "completed"
-            } else if i == done && in_gen && v.phase == Phase::Failed {
-                "failed"
-            } else if i == done && in_gen && v.phase == Phase::Processing {
-                "processing"
-            } else {
-                "pending"
-            };
-            let url = if i < done {
-                Value::String(sim.media_url(KIND, &format!("{}_seg{i}.mp4", job.id)))
-            } else {
-                Value::Null
-            };
-            let mut item = json!({"index": i, "status": status, "video_url": url});
-            if with_duration {
-                item["duration_seconds"] = json!(segment_duration(job));
-            }
-            item
-        })
-        .collect()
-}
-
-fn failure(stage: &str) -> (&'static str, &'static str) {
-    match stage {
-        "script" => ("SCRIPT_GENERATION_FAILED", "Script generation failed"),
-        "keyframes" => (
-            "KEYFRAME_QAI_FAILED",
-            "Keyframes did not pass quality checks after the allowed retries",
-        ),
-        "generation" => (
-            "VIDEO_GENERATION_FAILED",
-            "Video generation failed for a segment",
-        ),
-        "assembly" => ("ASSEMBLY_FAILED", "Assembling the segments failed"),
-        "captions" => ("CAPTIONS_FAILED", "Caption rendering failed"),
-        "music" => ("MUSIC_FAILED", "Adding music failed"),
-        _ => ("DELIVERY_FAILED", "Delivering the final video failed"),
-    }
-}
-
-/// The job object of `GET /jobs/{id}` (and of create, list items, webhooks).
-pub fn render(sim: &SimState, job: &Job, v: View) -> Value {
-    let n = segment_count(job);
-    let current_stage = match v.phase {
-        Phase::Pending => "queued",
-        Phase::Completed => "completed",
-        _ => stage_at(v.p),
-    };
-    let error = if v.phase == Phase::Failed {
-        let (code, message) = failure(stage_at(v.p));
-        json!({"code": code, "message": message})
-    } else {
-        Value::Null
-    };
-    let terminal = v.phase.is_terminal();
-    json!({
-        "job_id": &*job.id,
-        "status": crate::state::shown_status(sim, job, v),
-        "current_stage": current_stage,
-        "progress_percent": progress_percent(v, n),
-        "idempotency_key": job.params.get("idempotency_key").cloned().unwrap_or(Value::Null),
-        "product_name": job.params.get("product_name").cloned().unwrap_or(Value::Null),
-        "video_model": model(job),
-        "segment_count": n,
-        "segment_duration": segment_duration(job),
-        "aspect_ratio": job.params.get("aspect_ratio").and_then(Value::as_str).unwrap_or("9:16"),
-        "segments": segment_items(sim, job, v, false),
-        "final_video_url": if v.phase == Phase::Completed {
-            Value::String(sim.media_url(KIND, &format!("{}.mp4", job.id)))
-        } else {
-            Value::Null
-        },
-        "credits_reserved": job.reserved_now(v.phase),
-        "credits_charged": job.charged_now(v.phase),
-        "credits_released": job.released_now(v.phase),
-        "retry_count": job.attempt,
-        "error": error,
-        "created_at": util::iso_millis(job.created_ms),
-        "updated_at": util::iso_millis(v.since_ms),
-        "completed_at": if terminal { Value::String(util::iso_millis(v.since_ms)) } else { Value::Null },
-    })
-}
-
-/// Webhook body: the job object plus the event name.
-pub fn webhook_body(sim: &SimState, job: &Job, v: View) -> Value {
-    let mut body = render(sim, job, v);
-    let event = if v.phase == Phase::Completed {
-        "job.completed"
-    } else {
-        "job.failed"
-    };
-    if let Value::Object(m) = &mut body {
-        let mut out = Map::new();
-        out.insert("event".into(), Value::String(event.into()));
-        out.extend(std::mem::take(m));
-        return Value::Object(out);
-    }
-    body
 }
 
 async fn keyframes(
