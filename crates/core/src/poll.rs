@@ -52,6 +52,7 @@
 //! restart; if it does not, the estimate still works (it uses time
 //! differences only) but the close and resolution thresholds are skewed.
 
+use crate::learn::LearnedPlan;
 use rand::Rng;
 use std::time::Duration;
 
@@ -196,6 +197,8 @@ impl Obs {
 pub enum PollMode {
     /// Following the configured schedule (no usable progress yet).
     Schedule,
+    /// Following the plan learned from finished jobs (no usable progress).
+    Learned,
     /// Narrowing the window around the predicted finish.
     Refine,
     /// Aimed at the predicted finish.
@@ -232,7 +235,19 @@ impl PollPlan {
 
     /// Delay before the first poll after create.
     pub fn first(policy: &PollPolicy, rng: &mut impl Rng) -> Duration {
-        policy.finish(policy.step(0), false, rng)
+        Self::first_with(policy, None, rng)
+    }
+
+    /// [`PollPlan::first`], from the class's learned plan when there is one.
+    pub fn first_with(
+        policy: &PollPolicy,
+        learned: Option<&LearnedPlan>,
+        rng: &mut impl Rng,
+    ) -> Duration {
+        match learned {
+            Some(l) => policy.finish(l.first(), true, rng),
+            None => policy.finish(policy.step(0), false, rng),
+        }
     }
 
     /// Polls recorded so far.
@@ -265,6 +280,19 @@ impl PollPlan {
         policy: &PollPolicy,
         elapsed: Duration,
         progress: Option<u8>,
+        rng: &mut impl Rng,
+    ) -> Duration {
+        self.next_with(policy, elapsed, progress, None, rng)
+    }
+
+    /// [`PollPlan::next`], following the class's learned plan instead of
+    /// the configured schedule while progress predicts nothing.
+    pub fn next_with(
+        &mut self,
+        policy: &PollPolicy,
+        elapsed: Duration,
+        progress: Option<u8>,
+        learned: Option<&LearnedPlan>,
         rng: &mut impl Rng,
     ) -> Duration {
         let now = elapsed.as_secs_f64();
@@ -335,11 +363,15 @@ impl PollPlan {
             Estimate::Unknown => {
                 self.overdue = 0;
                 self.predicted = None;
-                (PollMode::Schedule, policy.step(self.polls))
+                match learned {
+                    Some(l) => (PollMode::Learned, l.next_delay(now, floor)),
+                    None => (PollMode::Schedule, policy.step(self.polls)),
+                }
             }
         };
         self.mode = Some(mode);
-        let aimed = mode == PollMode::Aim && secs <= policy.max_s();
+        // A learned time is aimed too: jittered earlier it would cost a poll.
+        let aimed = matches!(mode, PollMode::Aim | PollMode::Learned) && secs <= policy.max_s();
         policy.finish(secs, aimed, rng)
     }
 
