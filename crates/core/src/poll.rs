@@ -363,7 +363,9 @@ impl PollPlan {
             Estimate::Unknown => {
                 self.overdue = 0;
                 self.predicted = None;
-                match learned {
+                // Once progress is reported, its early readings are what
+                // the prediction is built from: the schedule gets them.
+                match learned.filter(|_| self.last.is_none()) {
                     Some(l) => (PollMode::Learned, l.next_delay(now, floor)),
                     None => (PollMode::Schedule, policy.step(self.polls)),
                 }
