@@ -8,6 +8,13 @@ use switchyard_core::learn::{DurationModel, LearnedPlan, REPLAN_EVERY};
 
 /// The number of a job whose class is not learned (too many classes).
 pub(crate) const UNLEARNED: u16 = u16::MAX;
+/// A class's model is saved to the store after this many finishes, or
+/// with the first finish this long after the last save: a restart loses
+/// little, and a finish does not cost a write of its own.
+const SAVE_EVERY: u32 = 10;
+const SAVE_AFTER_MS: i64 = 60_000;
+/// Between provider and class in a stats key (not in either).
+const KEY_SEP: char = '\u{1f}';
 
 pub(crate) struct Class {
     pub(crate) provider: u16,
@@ -19,6 +26,9 @@ pub(crate) struct Class {
     stale: u64,
     /// Polls per completed job, decayed (recent jobs weigh more).
     polls: Option<f64>,
+    /// Finishes since the last save, and when it was (scheduler ms).
+    unsaved: u32,
+    saved_ms: i64,
 }
 
 #[derive(Default)]
@@ -30,6 +40,43 @@ pub(crate) struct Classes {
 impl Classes {
     /// The number of `name` at `provider`, made on first sight.
     pub(crate) fn number(&mut self, provider: u16, name: &str) -> u16 {
+        self.number_with(provider, name, DurationModel::new())
+    }
+
+    /// A class saved by [`Classes::save_due`], as the store gave it back;
+    /// false if the record is not one.
+    pub(crate) fn restore(
+        &mut self,
+        key: &str,
+        bytes: &[u8],
+        provider: impl Fn(&str) -> Option<u16>,
+    ) -> bool {
+        let Some((p, name)) = key.split_once(KEY_SEP) else {
+            return false;
+        };
+        match (provider(p), DurationModel::from_bytes(bytes)) {
+            (Some(p), Some(model)) => self.number_with(p, name, model) != UNLEARNED,
+            _ => false,
+        }
+    }
+
+    /// The record to save for class `n` (key, bytes) if one is due now.
+    pub(crate) fn save_due(
+        &mut self,
+        n: u16,
+        now_ms: i64,
+        provider: &str,
+    ) -> Option<(String, Vec<u8>)> {
+        let c = self.all.get_mut(n as usize)?;
+        if c.unsaved < SAVE_EVERY && now_ms.saturating_sub(c.saved_ms) < SAVE_AFTER_MS {
+            return None;
+        }
+        c.unsaved = 0;
+        c.saved_ms = now_ms;
+        Some((format!("{provider}{KEY_SEP}{}", c.name), c.model.to_bytes()))
+    }
+
+    fn number_with(&mut self, provider: u16, name: &str, model: DurationModel) -> u16 {
         if let Some(n) = self.index.get(&(provider, name.to_string())) {
             return *n;
         }
@@ -42,10 +89,12 @@ impl Classes {
         self.all.push(Class {
             provider,
             name: name.to_string(),
-            model: DurationModel::new(),
+            model,
             plan: None,
             stale: 0,
             polls: None,
+            unsaved: 0,
+            saved_ms: 0,
         });
         self.index.insert((provider, name.to_string()), n);
         n
@@ -72,6 +121,7 @@ impl Classes {
         if let Some(c) = self.all.get_mut(n as usize) {
             c.model.observe(secs);
             c.stale = c.stale.saturating_add(1);
+            c.unsaved = c.unsaved.saturating_add(1);
             let p = f64::from(polls);
             c.polls = Some(c.polls.map_or(p, |m| m + (p - m) / 20.0));
         }
@@ -148,6 +198,34 @@ mod tests {
             "progress keeps its own prediction"
         );
         assert!(c.plan(b, target).is_none());
+    }
+
+    #[test]
+    fn a_saved_class_is_restored_and_saves_are_spaced() {
+        let mut c = Classes::default();
+        let a = c.number(3, "model=x");
+        let mut saved = Vec::new();
+        for i in 0..25 {
+            c.finished(a, 50.0 + f64::from(i), 3);
+            saved.extend(c.save_due(a, i64::from(i) * 100, "ulazai"));
+        }
+        // Every 10 finishes within a minute, not per finish.
+        assert_eq!(
+            saved.len(),
+            2,
+            "{:?}",
+            saved.iter().map(|s| &s.0).collect::<Vec<_>>()
+        );
+        assert!(c.save_due(a, 120_000, "ulazai").is_some(), "a minute later");
+        let (key, bytes) = c.save_due(a, 10_000_000, "ulazai").expect("due");
+        let mut back = Classes::default();
+        assert!(back.restore(&key, &bytes, |p| (p == "ulazai").then_some(3)));
+        assert!(!back.restore(&key, &bytes, |_| None), "unknown provider");
+        assert!(!back.restore("no separator", &bytes, |_| Some(0)));
+        let n = back.number(3, "model=x");
+        let target = Duration::from_secs(10);
+        assert!(back.plan(n, target).is_some(), "warm after the restart");
+        assert_eq!(back.plan(n, target), c.plan(a, target));
     }
 
     #[test]

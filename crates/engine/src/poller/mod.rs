@@ -143,6 +143,17 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
     let mut jobs = Tracking::default();
     let mut words = Words::default();
     let mut classes = Classes::default();
+    // What earlier runs learned; without it, polling starts on schedule.
+    match rt.store.load_stats().await {
+        Ok(saved) => {
+            for (key, bytes) in saved {
+                if !classes.restore(&key, &bytes, |p| policies.index(p)) {
+                    tracing::debug!(%key, "saved poll statistics not used");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("learned poll statistics not loaded: {e}"),
+    }
     let mut rng = rand::rngs::SmallRng::from_entropy();
     let epoch = Instant::now();
     loop {
@@ -207,6 +218,17 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                             if done && state == Some(JobState::Completed) {
                                 if let Some(secs) = estimated_secs(t.last_poll_ms.saturating_sub(t.since_ms), t.gap_ms) {
                                     classes.finished(t.class, secs, t.plan.polls().saturating_add(1));
+                                    let name = policies.name(t.provider).unwrap_or_default();
+                                    if let Some((k, v)) = classes.save_due(t.class, ms_from(epoch, Instant::now()), name) {
+                                        // Staged: durable with the next group
+                                        // commit (a transition's, or the drain's).
+                                        let store = rt.store.clone();
+                                        rt.tracker.spawn(async move {
+                                            if let Err(e) = store.save_stats(&k, v).await {
+                                                tracing::warn!(key = %k, "learned poll statistics not saved: {e}");
+                                            }
+                                        });
+                                    }
                                 }
                             }
                         }
