@@ -151,7 +151,9 @@ impl Classes {
                         p50_s: c.model.quantile(0.5),
                         p90_s: c.model.quantile(0.9),
                         polls_per_job: c.polls,
-                        learned: plan.is_some(),
+                        // Warm and without progress: polled by a plan
+                        // (searched when the next job of the class is).
+                        learned: c.model.warm() && !c.model.reports_progress(),
                         p95_delay_s: plan.map(|p| p.p95_delay),
                     },
                 )
