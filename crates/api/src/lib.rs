@@ -61,6 +61,31 @@ pub struct ProviderView {
     /// `switchyard_unexpected_answers_total` for the kinds.
     #[serde(default)]
     pub unexpected_answers: u64,
+    /// What the scheduler learned per class of job (the params that drive
+    /// duration) since the daemon started.
+    #[serde(default)]
+    pub poll_classes: Vec<PollClassView>,
+}
+
+/// One class of job at a provider: durations seen and what polling costs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollClassView {
+    /// E.g. `model=kling duration=10`; "" for jobs without such params.
+    pub class: String,
+    /// Completed jobs learned from (the plan uses the latest 48).
+    pub samples: u64,
+    /// Durations seen (acknowledgement to finish, as placed between the
+    /// last two polls), over the latest 48.
+    pub p50_s: Option<f64>,
+    pub p90_s: Option<f64>,
+    /// Polls per completed job, on average over the latest ones.
+    pub polls_per_job: Option<f64>,
+    /// Polls follow the learned plan (warm, and no progress reported).
+    pub learned: bool,
+    /// The p95 delay from finish to known the plan expects on the learned
+    /// durations (a finish is only known between two polls, so this is
+    /// the model's figure, not a measurement).
+    pub p95_delay_s: Option<f64>,
 }
 
 /// The body of every error answer: `{"error": {"code", "message"}}`, with

@@ -15,6 +15,8 @@
 
 pub mod batch;
 pub mod poll;
+pub mod poll_learned;
+pub mod poll_plot;
 pub mod scale;
 pub mod store;
 mod store_sled;

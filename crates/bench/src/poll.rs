@@ -169,7 +169,7 @@ pub struct PollBenchReport {
 
 /// A seeded generator for stream `stream`, item `i` (splitmix64 mixing), so
 /// a job's jitter does not depend on which jobs ran before it.
-fn rng_for(seed: u64, stream: u64, i: u64) -> SmallRng {
+pub(crate) fn rng_for(seed: u64, stream: u64, i: u64) -> SmallRng {
     let mut z =
         seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -218,7 +218,7 @@ pub fn follow(strategy: &Strategy, curve: Curve, dur: f64, rng: &mut SmallRng) -
 }
 
 /// Nearest-rank percentile of sorted values.
-fn pct(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn pct(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -226,7 +226,7 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+pub(crate) fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
 }

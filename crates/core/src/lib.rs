@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod change;
+pub mod learn;
 pub mod limits;
 pub mod model;
 pub mod poll;

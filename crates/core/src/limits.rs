@@ -66,6 +66,10 @@ pub struct PollConfig {
     pub max: Duration,
     #[serde(with = "dur")]
     pub timeout: Duration,
+    /// The delay from a job's finish to the poll that sees it which the
+    /// plan learned from finished jobs keeps for 95 % of jobs.
+    #[serde(with = "dur")]
+    pub target_delay: Duration,
 }
 
 impl Default for PollConfig {
@@ -74,6 +78,7 @@ impl Default for PollConfig {
             schedule: [3, 5, 8, 10].map(Duration::from_secs).to_vec(),
             max: Duration::from_secs(60),
             timeout: Duration::from_secs(2 * 3600),
+            target_delay: Duration::from_secs(10),
         }
     }
 }

@@ -231,6 +231,7 @@ fn demo_config(dir: &Path, sim: &SimServer) -> anyhow::Result<Config> {
                         .collect(),
                     max: Duration::from_secs(2),
                     timeout: Duration::from_secs(120),
+                    ..PollConfig::default()
                 },
                 webhook_secret_env: None,
                 webhook_secret_file: (kind == ProviderKind::Ugen).then_some(secret_file),

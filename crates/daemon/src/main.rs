@@ -233,6 +233,10 @@ enum BenchCmd {
         jobs: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also draw polls per job against p95 delay, for every strategy
+        /// over a range of targets with the limit, to this SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<std::path::PathBuf>,
     },
 }
 
@@ -486,9 +490,14 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             what: BenchCmd::Batch(opts),
         } => switchyard_bench::batch::run(opts),
         Cmd::Bench {
-            what: BenchCmd::Poll { jobs, seed },
+            what: BenchCmd::Poll { jobs, seed, plot },
         } => {
             switchyard_bench::poll::print(&switchyard_bench::poll::run(jobs, seed));
+            switchyard_bench::poll_learned::print(&switchyard_bench::poll_learned::run(jobs, seed));
+            if let Some(path) = plot {
+                switchyard_bench::poll_plot::plot(&path, jobs, seed)?;
+                eprintln!("plot written to {}", path.display());
+            }
             Ok(())
         }
         Cmd::Doctor {

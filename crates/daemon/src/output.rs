@@ -151,4 +151,39 @@ pub fn print_providers(views: &[ProviderView]) {
             v.name, v.kind, rate, v.in_flight, v.max_in_flight, v.queued, budget, health
         );
     }
+    print_poll_classes(views);
+}
+
+/// What polling learned per class, when anything finished yet.
+fn print_poll_classes(views: &[ProviderView]) {
+    if views.iter().all(|v| v.poll_classes.is_empty()) {
+        return;
+    }
+    let secs = |x: Option<f64>| x.map_or("-".to_string(), |s| format!("{s:.1}s"));
+    println!();
+    println!(
+        "{:<10} {:<32} {:>7} {:>8} {:>8} {:>9} {:>10} POLLING",
+        "PROVIDER", "CLASS", "SEEN", "P50", "P90", "POLLS/JOB", "P95 DELAY"
+    );
+    for v in views {
+        for c in &v.poll_classes {
+            let class = if c.class.is_empty() {
+                "(any)"
+            } else {
+                &c.class
+            };
+            let polls = c.polls_per_job.map_or("-".into(), |p| format!("{p:.1}"));
+            let how = if c.learned { "learned" } else { "schedule" };
+            println!(
+                "{:<10} {:<32} {:>7} {:>8} {:>8} {:>9} {:>10} {how}",
+                v.name,
+                class,
+                c.samples,
+                secs(c.p50_s),
+                secs(c.p90_s),
+                polls,
+                secs(c.p95_delay_s)
+            );
+        }
+    }
 }

@@ -44,6 +44,7 @@ impl Shared {
             provider_job_id: provider_job_id.into(),
             state: job.state,
             elapsed: since_submitted(job),
+            class: switchyard_core::learn::job_class(&job.params),
         });
     }
 

@@ -17,6 +17,8 @@ pub(crate) enum Sched {
         provider_job_id: String,
         state: JobState,
         elapsed: Duration,
+        /// The job's class (`switchyard_core::learn::job_class`).
+        class: String,
     },
     /// A webhook named this job: poll it now (`verified`) or soon.
     Due {
@@ -41,6 +43,10 @@ pub(crate) enum Sched {
     },
     Untrack {
         key: String,
+    },
+    /// What was learned per class, by provider name.
+    Learned {
+        reply: tokio::sync::oneshot::Sender<Vec<(String, switchyard_api::PollClassView)>>,
     },
 }
 

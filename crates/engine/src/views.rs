@@ -82,6 +82,12 @@ impl Engine {
     pub async fn providers(&self) -> Result<Vec<ProviderView>, EngineError> {
         let s = &self.shared;
         let counts = s.store.counts().await?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let learned = if s.sched.send(Sched::Learned { reply }).is_ok() {
+            rx.await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut out = Vec::new();
         for (name, p) in &s.providers {
             let (rate_limit, max_in_flight, budget) = {
@@ -123,6 +129,11 @@ impl Engine {
                 requests: p.counters.requests.load(Ordering::Relaxed),
                 rate_limited: p.counters.rate_limited.load(Ordering::Relaxed),
                 unexpected_answers: p.counters.unexpected.total(),
+                poll_classes: learned
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .collect(),
             });
         }
         Ok(out)

@@ -30,7 +30,8 @@ pub use record::encode_record;
 use async_trait::async_trait;
 use record::{
     count_key, decode_counts, decode_job, decode_record, encode_counts, idx_key, idx_parts,
-    idx_prefix, job_key, ledger_key, Record, COUNTS_MARKER, P_COUNT, P_IDX, P_JOB,
+    idx_prefix, job_key, ledger_key, stats_key, Record, COUNTS_MARKER, P_COUNT, P_IDX, P_JOB,
+    P_STATS,
 };
 use sled::IVec;
 use std::collections::{HashMap, HashSet};
@@ -654,6 +655,35 @@ impl Store for SledStore {
             })?);
         }
         Ok(out)
+    }
+
+    async fn load_stats(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        // Under the staging lock: a record leaves `writing` only once sled
+        // has it, so the tree, then what is being written, then what is
+        // staged give the latest value of each key.
+        let p = lock(&self.pending);
+        let mut out = std::collections::BTreeMap::new();
+        for kv in self.tree.scan_prefix([P_STATS]) {
+            let (k, v) = kv.map_err(storage)?;
+            out.insert(k.to_vec(), Some(v));
+        }
+        for staged in p.writing.iter().map(|w| &**w).chain([&p.overlay]) {
+            for (k, v) in staged.iter().filter(|(k, _)| k.first() == Some(&P_STATS)) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = String::from_utf8(k.get(1..)?.to_vec()).ok()?;
+                Some((key, v?.to_vec()))
+            })
+            .collect())
+    }
+
+    async fn save_stats(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        lock(&self.pending).put(stats_key(key), bytes);
+        Ok(())
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

@@ -11,6 +11,8 @@ pub(crate) const P_LEDGER: u8 = b'l';
 /// Per-provider job counts by state, written with the transitions they
 /// count (see `Counts`).
 pub(crate) const P_COUNT: u8 = b'c';
+/// Statistics the engine keeps (learned job durations), by its own key.
+pub(crate) const P_STATS: u8 = b's';
 /// Present once the count rows are authoritative (stores written before
 /// counts were kept are recounted once at open).
 pub(crate) const COUNTS_MARKER: &[u8] = b"m.counts.v1";
@@ -59,6 +61,13 @@ pub(crate) fn ledger_key(provider: &str, period: &str) -> Vec<u8> {
     k.extend_from_slice(provider.as_bytes());
     k.push(SEP);
     k.extend_from_slice(period.as_bytes());
+    k
+}
+
+pub(crate) fn stats_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(P_STATS);
+    k.extend_from_slice(key.as_bytes());
     k
 }
 

@@ -147,6 +147,7 @@ sled_cases!(
     unsynced_writes_are_lost_whole_or_kept_whole,
     counts_match_a_recount,
     recover_returns_exactly_the_live_jobs,
+    saved_stats_survive_a_sync_and_a_reopen,
 );
 
 /// `run_all` as another backend's test would call it.

@@ -157,4 +157,10 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every write made before the call durable. Concurrent callers
     /// share one flush.
     async fn sync(&self) -> Result<(), StoreError>;
+    /// Every statistics record saved (what the scheduler learned, by its
+    /// own keys), staged ones included, sorted by key.
+    async fn load_stats(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Saves one statistics record, replacing the one under `key`; durable
+    /// with the next `sync`, like a transition.
+    async fn save_stats(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
 }

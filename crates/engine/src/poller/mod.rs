@@ -2,6 +2,7 @@
 //! per live job and starts a poll when one comes due; a poll task asks the
 //! provider and reports back. Webhooks only make a job due sooner.
 
+mod classes;
 mod ticks;
 mod tracking;
 
@@ -9,6 +10,7 @@ use crate::limits::read;
 use crate::record::Leave;
 use crate::sched::{LiveReport, Sched};
 use crate::Shared;
+use classes::{estimated_secs, Classes};
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -140,6 +142,18 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
     let mut dq: DelayQueue<u32> = DelayQueue::new();
     let mut jobs = Tracking::default();
     let mut words = Words::default();
+    let mut classes = Classes::default();
+    // What earlier runs learned; without it, polling starts on schedule.
+    match rt.store.load_stats().await {
+        Ok(saved) => {
+            for (key, bytes) in saved {
+                if !classes.restore(&key, &bytes, |p| policies.index(p)) {
+                    tracing::debug!(%key, "saved poll statistics not used");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("learned poll statistics not loaded: {e}"),
+    }
     let mut rng = rand::rngs::SmallRng::from_entropy();
     let epoch = Instant::now();
     loop {
@@ -148,18 +162,27 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
             msg = rx.recv() => {
                 let Some(msg) = msg else { return };
                 match msg {
-                    Sched::Track { key, provider, provider_job_id, state, elapsed } => {
+                    Sched::Track { key, provider, provider_job_id, state, elapsed, class } => {
                         let Some(provider) = policies.index(&provider) else { continue };
                         if jobs.slot_of(&key).is_some() {
                             continue;
                         }
+                        let class = classes.number(provider, &class);
+                        let target = policies.target(&rt, provider);
                         let Some(pol) = policies.get(&rt, provider) else { continue };
-                        let first = PollPlan::first(pol, &mut rng);
+                        let learned = classes.plan(class, target);
+                        // A learned plan counts from the acknowledgement,
+                        // which a job picked up after a restart is past.
+                        let first = match learned {
+                            Some(_) => PollPlan::new().next_with(pol, elapsed, None, learned, &mut rng),
+                            None => PollPlan::first(pol, &mut rng),
+                        };
                         rt.metrics.poll_delay.observe(first);
                         let since_ms = ms_from(epoch, Instant::now())
                             .saturating_sub(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
                         let slot = jobs.insert(Tracked::new(&key, provider, &provider_job_id, state, since_ms));
                         if let Some(t) = jobs.get_mut(slot) {
+                            t.class = class;
                             t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), first)));
                         }
                     }
@@ -186,6 +209,29 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                     }
                     Sched::Polled { key, done, progress, state, live } => {
                         let Some(slot) = jobs.slot_of(&key) else { continue };
+                        if let Some(t) = jobs.get_mut(slot) {
+                            if progress.is_some() {
+                                classes.progress(t.class);
+                            }
+                            // Only completions teach how long a job takes
+                            // (a failure may come at any time).
+                            if done && state == Some(JobState::Completed) {
+                                if let Some(secs) = estimated_secs(t.last_poll_ms.saturating_sub(t.since_ms), t.gap_ms) {
+                                    classes.finished(t.class, secs, t.plan.polls().saturating_add(1));
+                                    let name = policies.name(t.provider).unwrap_or_default();
+                                    if let Some((k, v)) = classes.save_due(t.class, ms_from(epoch, Instant::now()), name) {
+                                        // Staged: durable with the next group
+                                        // commit (a transition's, or the drain's).
+                                        let store = rt.store.clone();
+                                        rt.tracker.spawn(async move {
+                                            if let Err(e) = store.save_stats(&k, v).await {
+                                                tracing::warn!(key = %k, "learned poll statistics not saved: {e}");
+                                            }
+                                        });
+                                    }
+                                }
+                            }
+                        }
                         if done {
                             jobs.remove(slot);
                             continue;
@@ -199,10 +245,18 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                         if let Some(state) = state {
                             t.state = state;
                         }
+                        let target = policies.target(&rt, t.provider);
+                        let learned = classes.plan(t.class, target);
                         let Some(pol) = policies.get(&rt, t.provider) else { continue };
-                        let d = t.plan.next(pol, elapsed_since(epoch, t.since_ms), progress, &mut rng);
+                        let d = t.plan.next_with(pol, elapsed_since(epoch, t.since_ms), progress, learned, &mut rng);
                         rt.metrics.poll_delay.observe(d);
                         t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), d)));
+                    }
+                    Sched::Learned { reply } => {
+                        let out = classes.views().into_iter().filter_map(|(p, v)| {
+                            Some((policies.name(p)?.to_string(), v))
+                        }).collect();
+                        let _ = reply.send(out);
                     }
                     Sched::Untrack { key } => {
                         if let Some(t) = jobs.slot_of(&key).and_then(|slot| jobs.remove(slot)) {
@@ -217,7 +271,10 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                 let slot = expired.into_inner();
                 let Some(t) = jobs.get_mut(slot) else { continue };
                 t.dq = None;
-                t.last_poll_ms = ms_from(epoch, Instant::now());
+                let now_ms = ms_from(epoch, Instant::now());
+                let before = if t.last_poll_ms == i64::MIN { t.since_ms } else { t.last_poll_ms };
+                t.gap_ms = u32::try_from(now_ms.saturating_sub(before).max(0)).unwrap_or(u32::MAX);
+                t.last_poll_ms = now_ms;
                 let Some(provider) = policies.name(t.provider).map(str::to_string) else { continue };
                 let (key, id) = (t.key().to_string(), t.id().to_string());
                 let (state, elapsed) = (t.state, elapsed_since(epoch, t.since_ms));

@@ -45,6 +45,15 @@ impl Policies {
         self.names.get(provider as usize).map(String::as_str)
     }
 
+    /// The provider's `poll.target_delay`.
+    pub(crate) fn target(&mut self, s: &Shared, provider: u16) -> Duration {
+        let _ = self.get(s, provider);
+        self.cached
+            .get(provider as usize)
+            .and_then(|c| c.as_ref())
+            .map_or(PollConfig::default().target_delay, |(c, _)| c.target_delay)
+    }
+
     pub(crate) fn get(&mut self, s: &Shared, provider: u16) -> Option<&PollPolicy> {
         let p = s.providers.get(self.name(provider)?)?;
         let slot = self.cached.get_mut(provider as usize)?;

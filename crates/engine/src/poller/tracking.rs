@@ -32,6 +32,11 @@ pub(crate) struct Tracked {
     pub(crate) last_poll_ms: i64,
     pub(crate) live: Option<Live>,
     pub(crate) provider: u16,
+    /// The job's class in [`super::classes::Classes`].
+    pub(crate) class: u16,
+    /// Milliseconds between the last two polls (the first: since the
+    /// acknowledgement), to place the finish between them.
+    pub(crate) gap_ms: u32,
     /// The state the store last reported, so that a poll needs no store
     /// read (a stale one is caught by the compare-and-swap on write).
     pub(crate) state: JobState,
@@ -49,6 +54,8 @@ impl Tracked {
             last_poll_ms: i64::MIN,
             live: None,
             provider,
+            class: super::classes::UNLEARNED,
+            gap_ms: 0,
             state,
         }
     }

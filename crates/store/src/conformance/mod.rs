@@ -33,6 +33,7 @@ mod claim;
 mod durability;
 mod intake;
 mod rules;
+mod stats;
 
 pub use budget::{
     budget_holds_under_concurrent_claims, budget_holds_under_concurrent_reservations,
@@ -53,6 +54,7 @@ pub use rules::{
     cas_refuses_a_stale_expected_state, every_transition_follows_the_state_machine,
     field_only_changes_write_without_history, history_records_each_state_change_once,
 };
+pub use stats::saved_stats_survive_a_sync_and_a_reopen;
 
 /// How the suite gets stores of one backend.
 #[async_trait]
@@ -112,6 +114,7 @@ case_list!(
     unsynced_writes_are_lost_whole_or_kept_whole,
     counts_match_a_recount,
     recover_returns_exactly_the_live_jobs,
+    saved_stats_survive_a_sync_and_a_reopen,
 );
 
 /// Runs every case, one after the other, and reports every one that
