@@ -384,7 +384,7 @@ pub fn goals(r: &LearnedReport) -> Vec<(String, bool)> {
             if let (Some(l), Some(today)) = (c.learned(), c.strategies.get(2)) {
                 out.push((
                     format!(
-                        "log-normal, {}: {:.2} polls/job, p95 {:.2} s, no worse than today's {:.2} and {:.2} s (issue figures: {} and {} s)",
+                        "log-normal, {}: {:.2} polls/job, p95 {:.2} s, no worse than today's {:.2} and {:.2} s (the goal quoted: {} and {} s)",
                         c.curve.name(),
                         l.polls,
                         l.delay_p95,
