@@ -30,7 +30,7 @@ pub use crate::classify::{
 use crate::classify::{error_chain, transport_error};
 pub(crate) use crate::classify::{quote, scalar_text};
 use crate::record::{Exchange, Recorder};
-use crate::{answer_kind, ProviderError};
+use crate::{answer_kind, ProviderError, RemoteStatus};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
@@ -431,6 +431,24 @@ impl Transport {
 
 /// An unknown status word: the answer is readable, but says what no
 /// document shows.
+/// `status` if its word is one the provider's documents show (`known`, any
+/// case), else the anomaly [`unknown_word`]. `body` is rendered only then:
+/// a poll that reads as expected pays nothing for the check.
+pub fn known_word<B: AsRef<[u8]>>(
+    transport: &Transport,
+    status: RemoteStatus,
+    known: &[&str],
+    body: impl FnOnce() -> B,
+) -> Result<RemoteStatus, ProviderError> {
+    if known
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case(&status.raw_status))
+    {
+        return Ok(status);
+    }
+    Err(unknown_word(transport, &status.raw_status, body().as_ref()))
+}
+
 pub fn unknown_word(transport: &Transport, word: &str, body: &[u8]) -> ProviderError {
     ProviderError::Unexpected {
         kind: answer_kind::STATUS_WORD,

@@ -127,11 +127,7 @@ impl Provider for UgcLab {
         let path = self.paths.status.render(provider_job_id);
         let body = self.http.send(Call::get(&refs(&path))).await?;
         let status = parse_job(&body, None)?;
-        let word = status.raw_status.to_ascii_uppercase();
-        if !KNOWN_WORDS.contains(&word.as_str()) {
-            return Err(http::unknown_word(&self.http, &status.raw_status, &body));
-        }
-        Ok(status)
+        http::known_word(&self.http, status, KNOWN_WORDS, || body)
     }
 
     async fn cancel(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {

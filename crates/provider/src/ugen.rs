@@ -347,15 +347,7 @@ impl Provider for UGen {
         let path = self.paths.status.render(provider_job_id);
         let answer = self.http.json(Call::get(&refs(&path))).await?;
         let status = parse_job(&answer, None)?;
-        if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
-            let body = answer.to_string();
-            return Err(http::unknown_word(
-                &self.http,
-                &status.raw_status,
-                body.as_bytes(),
-            ));
-        }
-        Ok(status)
+        http::known_word(&self.http, status, KNOWN_WORDS, || answer.to_string())
     }
 
     /// `GET /jobs?page_size=1`: read-only, costs nothing, needs the key.

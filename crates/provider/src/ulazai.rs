@@ -155,15 +155,7 @@ impl Provider for UlazAi {
         let path = self.paths.status.render(provider_job_id);
         let v = self.http.json(Call::get(&refs(&path))).await?;
         let status = parse_answer(&v, None)?;
-        if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
-            let body = v.to_string();
-            return Err(http::unknown_word(
-                &self.http,
-                &status.raw_status,
-                body.as_bytes(),
-            ));
-        }
-        Ok(status)
+        http::known_word(&self.http, status, KNOWN_WORDS, || v.to_string())
     }
 
     /// `GET /history/`: read-only, costs nothing, and needs the key.

@@ -113,15 +113,7 @@ impl Provider for Viggle {
             .json(Call::get(&refs(&path)).without_auth())
             .await?;
         let status = parse_job(&v, None)?;
-        if !KNOWN_WORDS.contains(&status.raw_status.to_ascii_lowercase().as_str()) {
-            let body = v.to_string();
-            return Err(http::unknown_word(
-                &self.http,
-                &status.raw_status,
-                body.as_bytes(),
-            ));
-        }
-        Ok(status)
+        http::known_word(&self.http, status, KNOWN_WORDS, || v.to_string())
     }
 
     async fn cancel(&self, provider_job_id: &str) -> Result<RemoteStatus, ProviderError> {
