@@ -118,30 +118,29 @@ impl Daemon {
         Ok(())
     }
 
-    /// One GET of `path`, its body read whole (to measure what a view
-    /// costs the daemon).
-    pub async fn fetch(&self, path: &str) -> anyhow::Result<usize> {
-        let body = self
+    /// The answer to a GET of `path`, or its error status.
+    async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self
             .http
             .get(format!("{}{path}", self.process.url()))
             .send()
             .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        Ok(body.len())
+            .error_for_status()?)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        Ok(self.get(path).await?.json().await?)
+    }
+
+    /// One GET of `path`, its body read whole (to measure what a view
+    /// costs the daemon).
+    pub async fn fetch(&self, path: &str) -> anyhow::Result<usize> {
+        Ok(self.get(path).await?.bytes().await?.len())
     }
 
     /// (queued, in flight) of the provider, from `GET /v1/providers`.
     pub async fn queue(&self) -> anyhow::Result<(u64, usize)> {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("{}/v1/providers", self.process.url()))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let v: serde_json::Value = self.get_json("/v1/providers").await?;
         let p = v
             .as_array()
             .and_then(|a| a.iter().find(|p| p["name"] == PROVIDER))
@@ -153,29 +152,14 @@ impl Daemon {
     }
 
     pub async fn jobs(&self, state: Option<JobState>) -> anyhow::Result<Vec<Job>> {
-        let mut url = format!("{}/v1/jobs", self.process.url());
-        if let Some(s) = state {
-            url.push_str(&format!("?state={s}"));
+        match state {
+            Some(s) => self.get_json(&format!("/v1/jobs?state={s}")).await,
+            None => self.get_json("/v1/jobs").await,
         }
-        Ok(self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
     }
 
     pub async fn state_of(&self, key: &str) -> anyhow::Result<JobState> {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("{}/v1/jobs/{key}", self.process.url()))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let v: serde_json::Value = self.get_json(&format!("/v1/jobs/{key}")).await?;
         let s = v["state"].as_str().unwrap_or_default();
         s.parse::<JobState>()
             .map_err(|e| anyhow!("job {key}: state {s:?}: {e}"))
@@ -188,24 +172,17 @@ impl Daemon {
             JobState::Pending,
             JobState::Processing,
         ] {
-            if !self.jobs(Some(state)).await?.is_empty() {
+            if self.count(state).await? > 0 {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    /// Jobs of the provider in `state`, from `/metrics` (an index count:
-    /// no job is read or rendered).
+    /// Jobs of the provider in `state`, from `/metrics` (the store's live
+    /// counts: no job is read or rendered).
     pub async fn count(&self, state: JobState) -> anyhow::Result<usize> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.process.url()))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        let text = self.get("/metrics").await?.text().await?;
         let series = format!("switchyard_jobs{{provider=\"{PROVIDER}\",state=\"{state}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&series))
@@ -214,14 +191,7 @@ impl Daemon {
     }
 
     pub async fn history_len(&self, key: &str) -> anyhow::Result<usize> {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("{}/v1/jobs/{key}", self.process.url()))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let v: serde_json::Value = self.get_json(&format!("/v1/jobs/{key}")).await?;
         Ok(v["history"].as_array().map_or(0, Vec::len))
     }
 
