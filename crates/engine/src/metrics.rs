@@ -117,10 +117,11 @@ impl Engine {
                 }
             })
             .collect();
+        let jobs = s.store.counts().await?;
         Ok(MetricsSnapshot {
-            jobs: s.store.counts().await?,
+            providers: self.providers_with(&jobs).await?,
+            jobs,
             counters,
-            providers: self.providers().await?,
             poll_delay: s.metrics.poll_delay.values(),
         })
     }

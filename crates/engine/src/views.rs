@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use switchyard_api::{JobDetail, ProviderView};
 use switchyard_core::{Job, JobState};
-use switchyard_store::Filter;
+use switchyard_store::{Filter, StateCount};
 
 impl Shared {
     /// Queued jobs of one provider, from the store's live counts.
@@ -80,8 +80,16 @@ impl Engine {
 
     /// Every provider's limits, in-flight jobs, budget and health.
     pub async fn providers(&self) -> Result<Vec<ProviderView>, EngineError> {
+        let counts = self.shared.store.counts().await?;
+        self.providers_with(&counts).await
+    }
+
+    /// [`Self::providers`] with the store's counts already read.
+    pub(crate) async fn providers_with(
+        &self,
+        counts: &[StateCount],
+    ) -> Result<Vec<ProviderView>, EngineError> {
         let s = &self.shared;
-        let counts = s.store.counts().await?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         let learned = if s.sched.send(Sched::Learned { reply }).is_ok() {
             rx.await.unwrap_or_default()
