@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod change;
+pub mod gcra;
 pub mod learn;
 pub mod limits;
 pub mod model;
@@ -14,6 +15,7 @@ pub mod state;
 
 pub use budget::{LedgerEntry, LedgerOp, Period};
 pub use change::{Attempts, Change, Outcome, Patch, Refusal};
+pub use gcra::Gate;
 pub use model::{check_key, HeldBy, Job, JobError, JobSpec, KeyError, ProviderKind, Transition};
 pub use secret::Secret;
 pub use state::{JobState, TransitionError};

@@ -97,6 +97,8 @@ async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
         budget: budget.as_ref().map(|b| b.credits),
         admit: &admit,
         note: "dispatched",
+        gate: None,
+        max_in_flight: None,
     };
     let claimed = match s.store.claim(claim).await {
         Ok(c) => c,

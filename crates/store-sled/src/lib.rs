@@ -23,6 +23,7 @@
 //! One process owns a sled directory (sled locks it), so leases are always
 //! granted and every live job is this owner's.
 
+mod gate;
 mod record;
 
 pub use record::encode_record;
@@ -41,11 +42,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_core::change::{self, Outcome};
 use switchyard_core::model::now_rfc3339;
+use switchyard_core::Gate;
 use switchyard_core::{
     Attempts, Change, Job, JobSpec, JobState, LedgerEntry, LedgerOp, Patch, Transition,
 };
 use switchyard_store::{
-    Claim, Claimed, Filter, IntakeReport, Lease, Owner, StateCount, Store, StoreError,
+    Claim, Claimed, DaemonInfo, Filter, Hint, IntakeReport, Lease, Owner, Permit, StateCount,
+    Store, StoreError,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -177,6 +180,9 @@ pub struct SledStore {
     writer: Arc<Mutex<()>>,
     flusher: mpsc::UnboundedSender<Waiter>,
     flushes: Arc<AtomicU64>,
+    gates: Arc<gate::Gates>,
+    /// The last lease granted, and when (for [`Store::daemons`]).
+    lease: Arc<Mutex<Option<(Lease, std::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -201,6 +207,7 @@ impl SledStore {
             .map_err(|e| StoreError::Storage(format!("opening {}: {e}", dir.display())))?;
         let tree = db.open_tree("switchyard").map_err(storage)?;
         let counts = load_counts(&db, &tree)?;
+        let gates = Arc::new(gate::Gates::load(&tree)?);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(group_commit(rx));
         Ok(SledStore {
@@ -213,6 +220,8 @@ impl SledStore {
             writer: Arc::new(Mutex::new(())),
             flusher: tx,
             flushes: Arc::new(AtomicU64::new(0)),
+            gates,
+            lease: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -462,6 +471,78 @@ impl SledStore {
         Ok(new)
     }
 
+    /// Claims under the gate's turn (`None`: ungated).
+    fn claim_now(
+        &self,
+        c: &Claim<'_>,
+        mut turn: Option<&mut gate::Turn<'_>>,
+    ) -> Result<Claimed, StoreError> {
+        let mut limit = c.limit;
+        let mut out = Claimed::default();
+        if let Some(cap) = c.max_in_flight {
+            let submitting = lock(&self.pending)
+                .counts
+                .by_provider
+                .get(c.provider)
+                .map_or(0, |row| row[JobState::Submitting.code() as usize]);
+            let free = (cap as u64).saturating_sub(submitting) as usize;
+            if free < limit {
+                limit = free;
+                out.at_cap = true;
+            }
+        }
+        if limit == 0 {
+            return Ok(out);
+        }
+        let queued = self.scan_jobs_by_index(&idx_prefix(JobState::Queued, c.provider), limit)?;
+        for job in queued {
+            let next = match turn.as_deref().map(|t| t.peek()) {
+                Some(Err(wait)) => {
+                    out.gate_wait = Some(wait);
+                    break;
+                }
+                Some(Ok(next)) => Some(next),
+                None => None,
+            };
+            let Some(amount) = (c.admit)(&job) else {
+                out.not_admitted = true;
+                break;
+            };
+            let change = Change::to(JobState::Submitting, c.note)
+                .ledger(LedgerOp::Reserve {
+                    period: c.period.to_string(),
+                    amount,
+                    limit: c.budget,
+                })
+                .patch(Patch {
+                    attempts: Some(Attempts::Increment),
+                    error: Some(None),
+                    ..Patch::default()
+                });
+            match self.apply_now(&job.key, JobState::Queued, &change) {
+                Ok(j) => {
+                    if let (Some(t), Some(n)) = (turn.as_deref_mut(), next) {
+                        t.commit(n);
+                    }
+                    out.jobs.push(j)
+                }
+                // Strict queue order: a job that does not fit holds those
+                // behind it.
+                Err(e) if e.is_over_budget() => {
+                    out.over_budget = true;
+                    break;
+                }
+                // Cancelled meanwhile.
+                Err(e) if e.is_state_mismatch() => continue,
+                Err(e) if out.jobs.is_empty() => return Err(e),
+                // The jobs already moved are valid claims; the error comes
+                // back at the next claim of this job.
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
     fn list_now(&self, filter: &Filter) -> Result<Vec<Job>, StoreError> {
         // With a state, the index names exactly the jobs wanted: a restart
         // with a million finished jobs reads only the live ones.
@@ -582,44 +663,29 @@ impl Store for SledStore {
     }
 
     async fn claim(&self, c: Claim<'_>) -> Result<Claimed, StoreError> {
-        let queued = self.scan_jobs_by_index(&idx_prefix(JobState::Queued, c.provider), c.limit)?;
-        let mut out = Claimed::default();
-        for job in queued {
-            let Some(amount) = (c.admit)(&job) else {
-                out.not_admitted = true;
-                break;
-            };
-            let change = Change::to(JobState::Submitting, c.note)
-                .ledger(LedgerOp::Reserve {
-                    period: c.period.to_string(),
-                    amount,
-                    limit: c.budget,
-                })
-                .patch(Patch {
-                    attempts: Some(Attempts::Increment),
-                    error: Some(None),
-                    ..Patch::default()
-                });
-            match self.apply_now(&job.key, JobState::Queued, &change) {
-                Ok(j) => out.jobs.push(j),
-                // Strict queue order: a job that does not fit holds those
-                // behind it.
-                Err(e) if e.is_over_budget() => {
-                    out.over_budget = true;
-                    break;
-                }
-                // Cancelled meanwhile.
-                Err(e) if e.is_state_mismatch() => continue,
-                Err(e) if out.jobs.is_empty() => return Err(e),
-                // The jobs already moved are valid claims; the error comes
-                // back at the next claim of this job.
-                Err(_) => break,
-            }
-        }
-        Ok(out)
+        let no_gate = Gate {
+            interval: Duration::from_micros(1),
+            burst: u32::MAX,
+        };
+        let gated = c.gate.is_some();
+        self.gates
+            .with(c.provider, c.gate.unwrap_or(no_gate), |turn| {
+                self.claim_now(&c, gated.then_some(turn))
+            })
     }
 
     async fn apply(&self, key: &str, expect: JobState, change: Change) -> Result<Job, StoreError> {
+        self.apply_now(key, expect, &change)
+    }
+
+    async fn apply_owned(
+        &self,
+        _lease: &Lease,
+        key: &str,
+        expect: JobState,
+        change: Change,
+    ) -> Result<Job, StoreError> {
+        // One process holds every job of a sled store.
         self.apply_now(key, expect, &change)
     }
 
@@ -631,14 +697,31 @@ impl Store for SledStore {
     async fn renew(&self, owner: &Owner, ttl: Duration) -> Result<Lease, StoreError> {
         // sled locks its directory to one process: that process owns
         // every job, whatever it calls itself.
-        Ok(Lease {
+        let lease = Lease {
             owner: owner.clone(),
             epoch: 1,
             ttl,
-        })
+        };
+        *lock(&self.lease) = Some((lease.clone(), std::time::Instant::now()));
+        Ok(lease)
+    }
+
+    async fn daemons(&self) -> Result<Vec<DaemonInfo>, StoreError> {
+        Ok(lock(&self.lease)
+            .iter()
+            .filter_map(|(l, at)| {
+                let expires_in = l.ttl.checked_sub(at.elapsed())?;
+                Some(DaemonInfo {
+                    owner: l.owner.clone(),
+                    epoch: l.epoch,
+                    expires_in,
+                })
+            })
+            .collect())
     }
 
     async fn release(&self, _lease: &Lease) -> Result<(), StoreError> {
+        *lock(&self.lease) = None;
         Ok(())
     }
 
@@ -655,6 +738,61 @@ impl Store for SledStore {
             })?);
         }
         Ok(out)
+    }
+
+    async fn rescue(&self, _lease: &Lease) -> Result<Vec<Job>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn permit(&self, provider: &str, gate: Gate) -> Result<Permit, StoreError> {
+        Ok(self.gates.with(provider, gate, |turn| match turn.peek() {
+            Ok(next) => {
+                turn.commit(next);
+                Permit::Granted
+            }
+            Err(wait) => Permit::Wait(wait),
+        }))
+    }
+
+    async fn hold(&self, provider: &str, wait: Duration) -> Result<(), StoreError> {
+        if let Some((k, v)) = self.gates.hold(provider, wait) {
+            lock(&self.pending).put(k, v);
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    async fn held(&self, provider: &str) -> Result<Option<Duration>, StoreError> {
+        Ok(self.gates.held(provider))
+    }
+
+    async fn set_paused(&self, provider: &str, paused: bool) -> Result<(), StoreError> {
+        if self.gates.set_paused(provider, paused) {
+            let k = gate::prefixed(record::P_PAUSE, provider);
+            {
+                let mut p = lock(&self.pending);
+                if paused {
+                    p.put(k, IVec::from(&[1u8]));
+                } else {
+                    p.del(k);
+                }
+            }
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.gates.paused())
+    }
+
+    async fn hint(&self, _hint: Hint) -> Result<(), StoreError> {
+        // No other daemon shares a sled store.
+        Ok(())
+    }
+
+    fn hints(&self) -> Option<tokio::sync::broadcast::Receiver<Hint>> {
+        None
     }
 
     async fn load_stats(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

@@ -13,6 +13,10 @@ pub(crate) const P_LEDGER: u8 = b'l';
 pub(crate) const P_COUNT: u8 = b'c';
 /// Statistics the engine keeps (learned job durations), by its own key.
 pub(crate) const P_STATS: u8 = b's';
+/// A provider's hold after a 429: its deadline (see `gate.rs`).
+pub(crate) const P_HOLD: u8 = b'h';
+/// A provider a user paused (present: paused).
+pub(crate) const P_PAUSE: u8 = b'p';
 /// Present once the count rows are authoritative (stores written before
 /// counts were kept are recounted once at open).
 pub(crate) const COUNTS_MARKER: &[u8] = b"m.counts.v1";

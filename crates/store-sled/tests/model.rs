@@ -178,6 +178,8 @@ async fn step(
                     budget: Some(budget),
                     admit: &|_: &Job| Some(*amount),
                     note: "claimed",
+                    gate: None,
+                    max_in_flight: None,
                 })
                 .await;
             prop_assert!(res.is_ok(), "{:?}", res);

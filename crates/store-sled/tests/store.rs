@@ -38,6 +38,8 @@ async fn claim_order(s: &SledStore, provider: &str) -> Vec<String> {
             budget: None,
             admit: &|_: &Job| Some(0),
             note: "claimed",
+            gate: None,
+            max_in_flight: None,
         })
         .await
         .unwrap();

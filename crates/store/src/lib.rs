@@ -16,7 +16,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use switchyard_core::{Change, Job, JobSpec, JobState, LedgerEntry, Refusal, Transition};
+use switchyard_core::{Change, Gate, Job, JobSpec, JobState, LedgerEntry, Refusal, Transition};
 
 pub mod conformance;
 
@@ -105,6 +105,12 @@ pub struct Claim<'a> {
     pub admit: &'a (dyn Fn(&Job) -> Option<u64> + Send + Sync),
     /// History note of the move.
     pub note: &'a str,
+    /// The provider's rate gate, shared by every daemon on this store: one
+    /// permit per moved job, taken with the move. `None`: no gate.
+    pub gate: Option<Gate>,
+    /// Jobs of this provider in `submitting` (the whole fleet's) never
+    /// exceed this; `None`: no cap.
+    pub max_in_flight: Option<u32>,
 }
 
 /// What a claim took.
@@ -118,6 +124,39 @@ pub struct Claimed {
     pub over_budget: bool,
     /// `admit` stopped the claim.
     pub not_admitted: bool,
+    /// The gate (or a hold) stopped the claim: its next permit is this far
+    /// away.
+    pub gate_wait: Option<Duration>,
+    /// The in-flight cap stopped the claim.
+    pub at_cap: bool,
+}
+
+/// Answer of [`Store::permit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    Granted,
+    /// No permit before this long (the rate, or a hold after a 429).
+    Wait(Duration),
+}
+
+/// A daemon whose lease is live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub owner: Owner,
+    pub epoch: u64,
+    /// Until the lease expires without a renewal.
+    pub expires_in: Duration,
+}
+
+/// A hint from another daemon on the same store. Hints can be lost (a
+/// listener that was disconnected); the engine's own polling stays the
+/// truth and a hint only makes it look sooner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// New jobs were queued for this provider.
+    Queued { provider: String },
+    /// This job should be looked at now (a webhook reached another daemon).
+    Due { key: String },
 }
 
 /// The storage interface. Shaped after what the engine needs, not after any
@@ -141,12 +180,30 @@ pub trait Store: Send + Sync + 'static {
     /// `admit` refuses.
     async fn claim(&self, claim: Claim<'_>) -> Result<Claimed, StoreError>;
     /// Compare-and-swap: applies `change` only if the job is in `expect`
-    /// and the rules of [`switchyard_core::change::apply`] allow it.
+    /// and the rules of [`switchyard_core::change::apply`] allow it. Not
+    /// fenced: for a user's command, which any daemon may carry out.
     async fn apply(&self, key: &str, expect: JobState, change: Change) -> Result<Job, StoreError>;
+    /// [`Store::apply`] by the owner of a live job: refused with
+    /// [`StoreError::LeaseLost`] (nothing written) unless the job is held by
+    /// `lease`'s owner at `lease`'s epoch, so a daemon that was stopped past
+    /// its lease cannot overwrite what the daemon that took over did. A job
+    /// that is not live (queued, ended) is not fenced. A single-process
+    /// backend holds every job.
+    async fn apply_owned(
+        &self,
+        lease: &Lease,
+        key: &str,
+        expect: JobState,
+        change: Change,
+    ) -> Result<Job, StoreError>;
     async fn ledger(&self, provider: &str, period: &str) -> Result<LedgerEntry, StoreError>;
-    /// Takes (or renews) `owner`'s lease. A single-process backend always
-    /// grants it.
+    /// Takes (or renews) `owner`'s lease (its heartbeat). A live lease keeps
+    /// its epoch; one that had expired comes back with a higher epoch, and
+    /// the jobs it held may already be another's. A single-process backend
+    /// always grants it.
     async fn renew(&self, owner: &Owner, ttl: Duration) -> Result<Lease, StoreError>;
+    /// The daemons whose lease is live, this one included.
+    async fn daemons(&self) -> Result<Vec<DaemonInfo>, StoreError>;
     /// Gives the lease up (clean stop): its live jobs may be taken over at
     /// once.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
@@ -154,6 +211,28 @@ pub trait Store: Send + Sync + 'static {
     /// owner must follow after a start: its own, and those of owners whose
     /// lease expired, which it now holds. A single-process backend: all.
     async fn recover(&self, lease: &Lease) -> Result<Vec<Job>, StoreError>;
+    /// While running: takes over the live jobs of owners whose lease
+    /// expired and returns them (now held by `lease`). A single-process
+    /// backend has none.
+    async fn rescue(&self, lease: &Lease) -> Result<Vec<Job>, StoreError>;
+    /// Takes one permit of `provider`'s rate gate (shared by every daemon
+    /// on this store, on the store's clock) unless a hold is on.
+    async fn permit(&self, provider: &str, gate: Gate) -> Result<Permit, StoreError>;
+    /// Holds `provider`'s gate for `wait` from now (a 429's Retry-After),
+    /// for every daemon and across restarts; a longer hold already set
+    /// stays. Durable when it returns.
+    async fn hold(&self, provider: &str, wait: Duration) -> Result<(), StoreError>;
+    /// What is left of `provider`'s hold, if any.
+    async fn held(&self, provider: &str) -> Result<Option<Duration>, StoreError>;
+    /// A user's pause of `provider` (nothing new is dispatched), for every
+    /// daemon and across restarts. Durable when it returns.
+    async fn set_paused(&self, provider: &str, paused: bool) -> Result<(), StoreError>;
+    /// The providers a user paused.
+    async fn paused(&self) -> Result<Vec<String>, StoreError>;
+    /// Tells the other daemons on this store (best effort; see [`Hint`]).
+    async fn hint(&self, hint: Hint) -> Result<(), StoreError>;
+    /// Hints from other daemons; `None` for a single-process backend.
+    fn hints(&self) -> Option<tokio::sync::broadcast::Receiver<Hint>>;
     /// Makes every write made before the call durable. Concurrent callers
     /// share one flush.
     async fn sync(&self) -> Result<(), StoreError>;

@@ -119,6 +119,8 @@ pub async fn claimed_jobs_are_submitting_and_reserved(b: &dyn Backend) -> CaseRe
             budget: Some(1000),
             admit: &estimate,
             note: CLAIMED,
+            gate: None,
+            max_in_flight: None,
         })
         .await
         .map_err(|e| format!("claim: {e}"))?;
@@ -195,6 +197,8 @@ pub async fn claim_stops_at_the_first_job_over_budget(b: &dyn Backend) -> CaseRe
         budget: Some(60),
         admit: &estimate,
         note: CLAIMED,
+        gate: None,
+        max_in_flight: None,
     };
     let c = h
         .store
@@ -264,6 +268,8 @@ pub async fn claim_stops_where_admit_refuses(b: &dyn Backend) -> CaseResult {
             budget: None,
             admit: &admit,
             note: CLAIMED,
+            gate: None,
+            max_in_flight: None,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -378,6 +378,8 @@ impl Handle {
                 budget,
                 admit: &|_: &Job| Some(estimate),
                 note: CLAIMED,
+                gate: None,
+                max_in_flight: None,
             })
             .await
             .map_err(|e| failed(format_args!("claim of {provider}"), e))
