@@ -51,6 +51,11 @@ pub struct ProviderView {
     pub budget_reserved: u64,
     pub budget_left: Option<u64>,
     pub paused: bool,
+    /// Why it is paused: `"user"` (`switchyard pause`) or `"credits"` (the
+    /// provider answered 402). Both hold dispatch; only a user's pause
+    /// survives a reload.
+    #[serde(default)]
+    pub paused_by: Option<String>,
     pub cooldown_ms: Option<u64>,
     pub health: String,
     pub queued: u64,
@@ -65,6 +70,20 @@ pub struct ProviderView {
     /// duration) since the daemon started.
     #[serde(default)]
     pub poll_classes: Vec<PollClassView>,
+}
+
+/// A daemon of the fleet sharing this store (`GET /v1/daemons`), as the
+/// store's heartbeats show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonView {
+    /// Its owner name (`daemon.name`, else host and data dir).
+    pub owner: String,
+    /// Grows each time its lease was taken anew (after it expired).
+    pub epoch: u64,
+    /// Until its lease expires without a heartbeat.
+    pub expires_in_ms: u64,
+    /// The daemon that answered.
+    pub this: bool,
 }
 
 /// One class of job at a provider: durations seen and what polling costs.

@@ -125,6 +125,7 @@ impl Engine {
                 budget_reserved: entry.reserved,
                 budget_left: budget.as_ref().map(|b| entry.headroom(b.credits)),
                 paused,
+                paused_by: paused.then(|| "credits".to_string()),
                 cooldown_ms: cooldown.map(|d| d.as_millis() as u64),
                 health: if paused {
                     "paused (402)".into()
