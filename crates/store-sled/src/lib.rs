@@ -96,10 +96,11 @@ impl Counts {
         }
     }
 
-    fn moved(&mut self, provider: &str, from: JobState, to: JobState) {
+    /// A job moved from one (provider, state) to another.
+    fn moved(&mut self, from: (&str, JobState), to: (&str, JobState)) {
         if from != to {
-            self.add(provider, from, -1);
-            self.add(provider, to, 1);
+            self.add(from.0, from.1, -1);
+            self.add(to.0, to.1, 1);
         }
     }
 
@@ -452,21 +453,29 @@ impl SledStore {
                 .unwrap_or_default()
         };
         let (old_idx, old_state) = (idx_key(&job), job.state);
-        let (new, entry, ledger) = match change::apply(job, expect, change, &now, &lookup)? {
+        // A fallback changes the job's provider: the ledger rows are the
+        // old one's, the index entry and the counts move to the new one.
+        let old_provider = job.provider.clone();
+        let (new, entries, ledger) = match change::apply(job, expect, change, &now, &lookup)? {
             Outcome::Unchanged(j) => return Ok(j),
-            Outcome::Changed { job, entry, ledger } => (job, entry, ledger),
+            Outcome::Changed {
+                job,
+                entries,
+                ledger,
+            } => (job, entries, ledger),
         };
-        history.extend(entry);
+        history.extend(entries);
         let bytes = encode_record(&new, &history)?;
         for (period, e) in ledger {
-            p.put(ledger_key(&new.provider, &period), &e.to_bytes()[..]);
+            p.put(ledger_key(&old_provider, &period), &e.to_bytes()[..]);
         }
         let new_idx = idx_key(&new);
         if new_idx != old_idx {
             p.del(old_idx);
             p.put(new_idx, new.key.as_bytes().to_vec());
         }
-        p.counts.moved(&new.provider, old_state, new.state);
+        p.counts
+            .moved((&old_provider, old_state), (&new.provider, new.state));
         p.put(jk, bytes);
         Ok(new)
     }

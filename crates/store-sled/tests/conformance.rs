@@ -148,6 +148,7 @@ sled_cases!(
     counts_match_a_recount,
     recover_returns_exactly_the_live_jobs,
     saved_stats_survive_a_sync_and_a_reopen,
+    a_fallback_moves_the_job_to_the_next_provider,
 );
 
 /// `run_all` as another backend's test would call it.

@@ -254,6 +254,7 @@ fn spec(prefix: &str, i: usize) -> JobSpec {
         provider: PROVIDER.into(),
         priority: 0,
         params: serde_json::json!({ "image_url": format!("https://example.com/products/{i}.png") }),
+        ..JobSpec::default()
     }
 }
 

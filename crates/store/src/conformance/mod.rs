@@ -31,6 +31,7 @@ use crate::{Claim, Claimed, Filter, IntakeReport, Lease, Owner, Store, StoreErro
 mod budget;
 mod claim;
 mod durability;
+mod fallback;
 mod intake;
 mod rules;
 mod stats;
@@ -49,6 +50,7 @@ pub use durability::{
     counts_match_a_recount, recover_returns_exactly_the_live_jobs,
     synced_writes_survive_a_crash_and_a_reopen, unsynced_writes_are_lost_whole_or_kept_whole,
 };
+pub use fallback::a_fallback_moves_the_job_to_the_next_provider;
 pub use intake::{concurrent_intakes_accept_each_key_once, intake_is_all_or_nothing_with_dedup};
 pub use rules::{
     cas_refuses_a_stale_expected_state, every_transition_follows_the_state_machine,
@@ -115,6 +117,7 @@ case_list!(
     counts_match_a_recount,
     recover_returns_exactly_the_live_jobs,
     saved_stats_survive_a_sync_and_a_reopen,
+    a_fallback_moves_the_job_to_the_next_provider,
 );
 
 /// Runs every case, one after the other, and reports every one that
@@ -193,6 +196,7 @@ pub(crate) fn spec(key: &str, provider: &str, priority: i32) -> JobSpec {
         provider: provider.into(),
         priority,
         params: serde_json::json!({"key": key}),
+        ..JobSpec::default()
     }
 }
 
