@@ -96,6 +96,10 @@ pub struct Change {
     /// (recorded as a second history entry); otherwise nothing more.
     #[serde(default)]
     pub fallback: Option<FallbackOn>,
+    /// Recorded in the history even when the state stays (a user's pause
+    /// or resume at the provider): such a change is never "unchanged".
+    #[serde(default)]
+    pub noted: bool,
 }
 
 impl Change {
@@ -106,7 +110,13 @@ impl Change {
             ledger: LedgerOp::None,
             patch: Patch::default(),
             fallback: None,
+            noted: false,
         }
+    }
+
+    pub fn noted(mut self) -> Self {
+        self.noted = true;
+        self
     }
 
     pub fn fallback(mut self, why: FallbackOn) -> Self {
@@ -235,7 +245,7 @@ pub fn apply(
             to: change.to,
         }));
     }
-    let field_only = change.to == expect && change.ledger == LedgerOp::None;
+    let field_only = change.to == expect && change.ledger == LedgerOp::None && !change.noted;
     let before = field_only.then(|| job.clone());
     change.patch.apply(&mut job);
     job.state = change.to;
@@ -243,7 +253,7 @@ pub fn apply(
         job.held_by = None;
     }
     let rows = plan_ledger(&mut job, &change.ledger, ledger)?;
-    let mut entries: Vec<Transition> = (change.to != expect)
+    let mut entries: Vec<Transition> = (change.to != expect || change.noted)
         .then(|| Transition {
             at: now.to_string(),
             from: Some(expect),
@@ -529,5 +539,21 @@ mod tests {
             (entries[0].from, entries[0].to),
             (Some(JobState::Queued), JobState::Queued)
         );
+    }
+
+    #[test]
+    fn a_noted_change_is_in_the_history_though_the_state_stays() {
+        let j = job(JobState::Processing);
+        let change = Change::to(JobState::Processing, "paused by user").noted();
+        let out = apply(j, JobState::Processing, &change, "t1", &|_| {
+            LedgerEntry::default()
+        })
+        .unwrap();
+        let Outcome::Changed { entries, .. } = out else {
+            panic!("changed")
+        };
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].note, "paused by user");
+        assert_eq!(entries[0].from, Some(JobState::Processing));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod change;
+pub mod detail;
 pub mod fallback;
 pub mod gcra;
 pub mod learn;

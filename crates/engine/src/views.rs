@@ -75,7 +75,11 @@ impl Engine {
         s.show_hold(&mut job);
         s.show_live(std::slice::from_mut(&mut job)).await;
         let history = s.store.history(key).await?;
-        Ok(JobDetail { job, history })
+        Ok(JobDetail {
+            job,
+            history,
+            detail: None,
+        })
     }
 
     /// Every provider's limits, in-flight jobs, budget and health.
