@@ -32,6 +32,10 @@ pub struct Counters {
     pub webhooks_failed: u64,
     pub peak_all: u64,
     pub peak_admitted: u64,
+    pub pauses: u64,
+    pub resumes: u64,
+    pub retries: u64,
+    pub retry_stages: BTreeMap<String, u64>,
 }
 
 impl SimState {
@@ -81,6 +85,10 @@ impl SimState {
                     peak_admitted_in_window: c.peak_admitted,
                     creates_by_key,
                     duplicate_creates,
+                    pauses: c.pauses,
+                    resumes: c.resumes,
+                    retries: c.retries,
+                    retries_from_stage: c.retry_stages.clone(),
                 },
             );
         }
@@ -200,6 +208,16 @@ pub struct ProviderStats {
     pub creates_by_key: BTreeMap<String, u64>,
     /// Keys with more than one job created.
     pub duplicate_creates: Vec<String>,
+    /// U-Gen: job pauses, resumes and retries accepted.
+    #[serde(default)]
+    pub pauses: u64,
+    #[serde(default)]
+    pub resumes: u64,
+    #[serde(default)]
+    pub retries: u64,
+    /// U-Gen: accepted retries by `restart_from_stage` ("" when none).
+    #[serde(default)]
+    pub retries_from_stage: BTreeMap<String, u64>,
 }
 
 /// One job as the simulator scripted it (`GET /_sim/jobs`).
