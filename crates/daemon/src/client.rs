@@ -154,6 +154,33 @@ impl Client {
         .await
     }
 
+    /// `show --detail`: the job with what its provider shows of it.
+    pub async fn job_detail(&self, key: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.get(self.job_url(key, "/detail")?))
+            .await
+    }
+
+    /// A retry at the provider from `stage` (U-Gen).
+    pub async fn retry_from(&self, key: &str, stage: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(
+            self.http
+                .post(self.job_url(key, "/retry")?)
+                .json(&serde_json::json!({ "from_stage": stage })),
+        )
+        .await
+    }
+
+    /// `job-pause` / `job-resume`: `action` is `pause` or `resume`. Sent as
+    /// JSON, like every change.
+    pub async fn job_action(&self, key: &str, action: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(
+            self.http
+                .post(self.job_url(key, &format!("/{action}"))?)
+                .json(&serde_json::json!({})),
+        )
+        .await
+    }
+
     pub async fn providers(&self) -> anyhow::Result<Vec<ProviderView>> {
         let v = self
             .send(self.http.get(format!("{}/v1/providers", self.base)))

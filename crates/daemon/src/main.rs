@@ -118,11 +118,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one job with its history of transitions.
+    /// Show one job: its providers (the first choice, fallbacks tried and left) and its history of transitions.
     Show {
         /// The job's key (from its batch file).
         key: String,
-        /// Print the job as one JSON object (with `history`) and nothing else on stdout.
+        /// Also ask the provider what it shows of the job: U-Gen's keyframes (QAI scores) and video segments, UGC Lab's processing steps.
+        #[arg(long)]
+        detail: bool,
+        /// Print the job as one JSON object (with `history`, and `detail` if asked) and nothing else on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -134,8 +137,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Put a failed or uncertain job back in the queue.
+    /// Put a failed or uncertain job back in the queue, or (--from-stage) re-run it at the provider.
     Retry {
+        /// The job's key.
+        key: String,
+        /// U-Gen: re-run the provider's job from this pipeline stage (a failed or completed job; its credits are reserved again first).
+        #[arg(long, value_name = "STAGE")]
+        from_stage: Option<String>,
+        /// Print the job as one JSON object and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// U-Gen: pause one running job at the provider (it stops after its current stage; the poll timeout waits).
+    JobPause {
+        /// The job's key.
+        key: String,
+        /// Print the job as one JSON object and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// U-Gen: resume one job paused at the provider.
+    JobResume {
         /// The job's key.
         key: String,
         /// Print the job as one JSON object and nothing else on stdout.
@@ -429,23 +451,17 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             }
             Ok(())
         }
-        Cmd::Show { key, json } => {
-            let v = client()?.job(&key).await?;
+        Cmd::Show { key, detail, json } => {
+            let c = client()?;
+            let v = if detail {
+                c.job_detail(&key).await?
+            } else {
+                c.job(&key).await?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let job: switchyard_core::Job = serde_json::from_value(v.clone())?;
-                output::print_table(std::slice::from_ref(&job));
-                println!("\nhistory:");
-                for h in v["history"].as_array().into_iter().flatten() {
-                    println!(
-                        "  {}  {:>10} -> {:<10} {}",
-                        h["at"].as_str().unwrap_or(""),
-                        h["from"].as_str().unwrap_or("-"),
-                        h["to"].as_str().unwrap_or(""),
-                        h["note"].as_str().unwrap_or("")
-                    );
-                }
+                output::print_job(&serde_json::from_value(v)?);
             }
             Ok(())
         }
@@ -453,8 +469,28 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             let v = client()?.cancel(&key).await?;
             print_state(&key, &v, json)
         }
-        Cmd::Retry { key, json } => {
-            let v = client()?.retry(&key).await?;
+        Cmd::Retry {
+            key,
+            from_stage,
+            json,
+        } => {
+            let v = match from_stage {
+                Some(stage) => client()?.retry_from(&key, &stage).await?,
+                None => client()?.retry(&key).await?,
+            };
+            print_state(&key, &v, json)
+        }
+        Cmd::JobPause { key, json } => {
+            let v = client()?.job_action(&key, "pause").await?;
+            if !json {
+                let state = v["state"].as_str().unwrap_or("?");
+                println!("{key}: {state}, paused at the provider");
+                return Ok(());
+            }
+            print_state(&key, &v, json)
+        }
+        Cmd::JobResume { key, json } => {
+            let v = client()?.job_action(&key, "resume").await?;
             print_state(&key, &v, json)
         }
         Cmd::Providers { json } => {

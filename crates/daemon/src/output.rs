@@ -187,3 +187,88 @@ fn print_poll_classes(views: &[ProviderView]) {
         }
     }
 }
+
+/// `switchyard show`: the job's row, where it has been (its fallbacks),
+/// its history and, when asked for, what its provider shows of it.
+pub fn print_job(d: &switchyard_api::JobDetail) {
+    let j = &d.job;
+    print_table(std::slice::from_ref(j));
+    if !j.tried.is_empty() || !j.fallback.is_empty() {
+        let mut chain: Vec<String> = j
+            .tried
+            .iter()
+            .map(|t| {
+                let why = match &t.error {
+                    Some(e) => format!("{}: {} {}", t.why, e.code, e.message),
+                    None => t.why.to_string(),
+                };
+                format!("{} ({why}, {} credits)", t.provider, t.credits_charged)
+            })
+            .collect();
+        chain.push(format!("{} ({})", j.provider, state_label(j)));
+        chain.extend(
+            j.fallback
+                .iter()
+                .map(|a| format!("{} (not tried)", a.provider)),
+        );
+        let on: Vec<&str> = j.fallback_on.iter().map(|w| w.as_str()).collect();
+        println!("\nproviders: {}", chain.join(" -> "));
+        println!("fallback on: {}", on.join(", "));
+    }
+    if let Some(at) = &j.paused_at {
+        println!("\npaused at the provider since {at}");
+    }
+    println!("\nhistory:");
+    for h in &d.history {
+        println!(
+            "  {}  {:>10} -> {:<10} {}",
+            h.at,
+            h.from.map_or("-".to_string(), |s| s.to_string()),
+            h.to,
+            h.note
+        );
+    }
+    let Some(detail) = &d.detail else {
+        return;
+    };
+    let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    let num = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+    println!("\nat {} (job {}):", detail.provider, detail.provider_job_id);
+    if !detail.keyframes.is_empty() {
+        println!("  keyframes:");
+        for k in &detail.keyframes {
+            let score = k.qai_score.map_or("-".to_string(), |s| format!("{s:.2}"));
+            println!(
+                "    #{:<3} {:<10} QAI {:<5} {}",
+                num(k.index),
+                opt(&k.status),
+                score,
+                opt(&k.image_url)
+            );
+        }
+    }
+    if !detail.segments.is_empty() {
+        println!("  video segments:");
+        for s in &detail.segments {
+            let secs = s
+                .duration_seconds
+                .map_or("-".to_string(), |d| format!("{d}s"));
+            println!(
+                "    #{:<3} {:<10} {:<5} {}",
+                num(s.index),
+                opt(&s.status),
+                secs,
+                opt(&s.video_url)
+            );
+        }
+    }
+    if !detail.steps.is_empty() {
+        println!("  processing steps:");
+        for s in &detail.steps {
+            println!("    {:<20} {}", s.name, s.status);
+        }
+    }
+    if detail.keyframes.is_empty() && detail.segments.is_empty() && detail.steps.is_empty() {
+        println!("  (nothing listed yet)");
+    }
+}

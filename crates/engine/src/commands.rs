@@ -125,6 +125,8 @@ impl Engine {
             progress: Some(None),
             stage: Some(None),
             attempts: Some(switchyard_core::Attempts::Set(0)),
+            paused_at: Some(None),
+            paused_ms: Some(0),
             ..Patch::default()
         };
         let change = Change::to(JobState::Queued, "retried by user")

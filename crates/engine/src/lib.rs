@@ -15,11 +15,13 @@
 //! logged, the job is left where a restart reconciles it, and
 //! [`Engine::health`] reports the store as failing until a sync succeeds.
 
+mod actions;
 mod anomaly;
 mod commands;
 pub mod config;
 mod dispatch;
 mod error;
+mod fallback;
 mod health;
 pub mod inbox;
 mod limits;
@@ -120,6 +122,7 @@ impl Engine {
             metrics: metrics::Metrics::default(),
         });
         tokio::spawn(poller::scheduler(shared.clone(), rx));
+        tokio::spawn(fallback::fallback_loop(shared.clone()));
         shared.recover().await?;
         for p in shared.providers.values() {
             tokio::spawn(dispatch::dispatch_loop(shared.clone(), p.clone()));

@@ -8,7 +8,9 @@ use crate::sched::Sched;
 use crate::Shared;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_core::{Attempts, Change, HeldBy, Job, JobError, JobState, LedgerOp, Patch};
+use switchyard_core::{
+    Attempts, Change, FallbackOn, HeldBy, Job, JobError, JobState, LedgerOp, Patch,
+};
 use switchyard_provider::{RemoteState, RemoteStatus};
 use switchyard_store::StoreError;
 
@@ -70,12 +72,17 @@ impl Shared {
             Leave::Fail(err) => {
                 tracing::warn!(%key, code = %err.code, "job failed: {}", err.message);
                 let note = format!("{}: {}", err.code, err.message);
-                Change::to(JobState::Failed, note)
+                let fallback = crate::fallback::after_failure(p, &err);
+                let change = Change::to(JobState::Failed, note)
                     .ledger(LedgerOp::Release)
                     .patch(Patch {
                         error: Some(Some(err)),
                         ..Patch::default()
-                    })
+                    });
+                match fallback {
+                    Some(why) => change.fallback(why),
+                    None => change,
+                }
             }
             Leave::Uncertain { note, err } => Change::to(JobState::Uncertain, note).patch(Patch {
                 error: Some(Some(err)),
@@ -83,8 +90,11 @@ impl Shared {
             }),
         };
         match self.store.apply(key, from, change).await {
-            Ok(_) => {
+            Ok(job) => {
                 self.durable("recording the end of a submission").await;
+                if job.provider != p.name {
+                    self.hopped(&p.name, &job);
+                }
             }
             Err(e) if e.is_state_mismatch() => return,
             Err(e) => self.store_failed(&format!("moving job {key} out of {from}"), &e),
@@ -139,7 +149,11 @@ impl Shared {
                 return None;
             }
         };
-        let change = Change::to(to, note).ledger(ledger).patch(patch);
+        let mut change = Change::to(to, note).ledger(ledger).patch(patch);
+        if to == JobState::Failed {
+            // The provider says the job failed: nothing runs there any more.
+            change = change.fallback(FallbackOn::Failed);
+        }
         let job = match self.store.apply(key, from, change).await {
             Ok(job) => job,
             Err(e) if e.is_state_mismatch() => return None,
@@ -153,7 +167,10 @@ impl Shared {
             // later sync may succeed); health says the store is failing.
             self.durable("recording a status").await;
         }
-        if job.state.is_terminal() {
+        if job.provider != p.name {
+            self.release(p, key);
+            self.hopped(&p.name, &job);
+        } else if job.state.is_terminal() {
             p.release_slot();
             p.wake.notify_one();
             tracing::info!(%key, state = %job.state, "job finished");
@@ -177,19 +194,28 @@ impl Shared {
         if !to.is_terminal() {
             return Ok(LedgerOp::None);
         }
+        let job = self.store.get(key).await?;
         let refunded = st.credits_refunded.unwrap_or(0);
+        // A provider's charge covers every run of its job: after a retry
+        // at the provider (the same provider job), what the earlier runs
+        // were charged is in the ledger already.
+        let counted = job
+            .as_ref()
+            .filter(|j| j.provider_job_id.as_deref() == Some(st.provider_job_id.as_str()))
+            .map_or(0, |j| j.credits_charged);
+        let new_charge = |c: u64| c.saturating_sub(refunded).saturating_sub(counted);
         Ok(match (to, st.credits_charged) {
             (JobState::Completed, Some(c)) => LedgerOp::Settle {
-                charged: c.saturating_sub(refunded),
+                charged: new_charge(c),
             },
-            (JobState::Completed, None) => match self.store.get(key).await? {
+            (JobState::Completed, None) => match job {
                 Some(j) => LedgerOp::Settle {
                     charged: j.credits_reserved.saturating_sub(refunded),
                 },
                 None => LedgerOp::Release,
             },
-            (_, Some(c)) if c > refunded => LedgerOp::Settle {
-                charged: c - refunded,
+            (_, Some(c)) if new_charge(c) > 0 => LedgerOp::Settle {
+                charged: new_charge(c),
             },
             _ => LedgerOp::Release,
         })
@@ -197,10 +223,13 @@ impl Shared {
 }
 
 /// Time since the provider acknowledged the job (since intake for records
-/// written before `submitted_at` existed).
+/// written before `submitted_at` existed), less the time users had it
+/// paused there: the poll timeout and the learned durations count the
+/// provider's working time.
 pub(crate) fn since_submitted(job: &Job) -> Duration {
     humantime::parse_rfc3339(job.submitted_at.as_deref().unwrap_or(&job.created_at))
         .ok()
         .and_then(|t| t.elapsed().ok())
         .unwrap_or_default()
+        .saturating_sub(Duration::from_millis(job.paused_ms))
 }

@@ -25,6 +25,7 @@ use switchyard_core::JobState;
 use switchyard_engine::{Engine, EngineError, Health, WebhookOutcome};
 use switchyard_store::Filter;
 
+mod actions;
 mod auth;
 mod errors;
 mod guard;
@@ -43,7 +44,10 @@ pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/jobs", get(list_jobs).post(post_jobs))
         .route("/v1/jobs/{key}", get(get_job).delete(cancel_job))
-        .route("/v1/jobs/{key}/retry", post(retry_job))
+        .route("/v1/jobs/{key}/retry", post(actions::retry))
+        .route("/v1/jobs/{key}/pause", post(actions::pause))
+        .route("/v1/jobs/{key}/resume", post(actions::resume))
+        .route("/v1/jobs/{key}/detail", get(actions::detail))
         .route("/v1/providers", get(providers))
         .route("/webhooks/{provider}", post(webhook))
         .fallback(|| async { StatusCode::NOT_FOUND })
@@ -106,13 +110,6 @@ async fn cancel_job(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(rt.cancel(&key).await?).into_response())
-}
-
-async fn retry_job(
-    State(rt): State<Engine>,
-    Path(key): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(rt.retry(&key).await?).into_response())
 }
 
 /// The body as received: `jobs` only (an unknown top-level field is a 400);

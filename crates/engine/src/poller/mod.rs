@@ -47,15 +47,20 @@ impl Shared {
                 live,
             };
         let timeout = read(&p.limits).poll.timeout;
-        if elapsed > timeout {
-            // Rare: read the store rather than trust the schedule's copy.
-            let job = match self.store.get(&key).await {
-                Ok(Some(j)) if j.state.is_live() => j,
+        // Rare: read the store rather than trust the schedule's copy.
+        let overdue = if elapsed > timeout {
+            match self.store.get(&key).await {
+                // A user's pause at the provider stops the clock.
+                Ok(Some(j)) if j.state.is_live() => j.paused_at.is_none().then_some(j),
                 _ => {
                     let _ = self.sched.send(polled(None, true, None, None));
                     return;
                 }
-            };
+            }
+        } else {
+            None
+        };
+        if let Some(job) = overdue {
             if p.permit(&self.cancel).await {
                 let _ = p.adapter.cancel(&id).await;
             }
