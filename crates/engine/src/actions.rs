@@ -9,7 +9,6 @@
 
 use crate::limits::{read, ProviderRt};
 use crate::record::Leave;
-use crate::sched::Sched;
 use crate::{Engine, EngineError, Shared};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -92,16 +91,18 @@ impl Shared {
         }
     }
 
-    /// Records the provider's answer to a pause or resume of a live job:
-    /// its state, and the pause (its start, or its length added up).
+    /// Records a pause or resume the provider took: its start, or its
+    /// length added up (the poll timeout does not count it), and what the
+    /// answer says of the job. The state itself is left to the polls, which
+    /// follow the job throughout (it may end while paused): a change here
+    /// would race the poll in flight.
     async fn record_pause(
         self: &Arc<Self>,
         p: &ProviderRt,
-        job: &Job,
+        key: &str,
         st: Option<RemoteStatus>,
         pausing: bool,
     ) -> Result<Job, EngineError> {
-        let now = now_rfc3339();
         if let Some(st) = st.as_ref().filter(|s| {
             matches!(
                 s.state,
@@ -109,41 +110,42 @@ impl Shared {
             )
         }) {
             // It ended meanwhile: that is the news, recorded as a poll would.
-            self.record(p, &job.key, job.state, st.clone()).await;
-            return self.job_or_not_found(&job.key).await;
+            let job = self.job_or_not_found(key).await?;
+            self.record(p, key, job.state, st.clone()).await;
+            return self.job_or_not_found(key).await;
         }
-        let paused_for = job
-            .paused_at
-            .as_deref()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .and_then(|t| t.elapsed().ok())
-            .map_or(0, |d| d.as_millis() as u64);
-        let to = st.as_ref().map_or(job.state, |s| s.state.into());
-        let patch = Patch {
-            paused_at: Some(pausing.then(|| now.clone())),
-            paused_ms: (!pausing).then(|| job.paused_ms.saturating_add(paused_for)),
-            provider_status: st.as_ref().map(|s| Some(s.raw_status.clone())),
-            progress: st.as_ref().and_then(|s| s.progress).map(Some),
-            stage: st.as_ref().and_then(|s| s.stage.clone()).map(Some),
-            ..Patch::default()
-        };
+        let now = now_rfc3339();
         let note = if pausing {
             "paused by user at the provider"
         } else {
             "resumed by user at the provider"
         };
-        let change = Change::to(to, note).patch(patch).noted();
-        let j = self.store.apply(&job.key, job.state, change).await?;
-        self.store.sync().await?;
-        if !pausing {
-            // Polling and the timeout count from the acknowledgement less
-            // the time paused: follow it again with its new age.
-            let _ = self.sched.send(Sched::Untrack { key: j.key.clone() });
-            if let Some(id) = &j.provider_job_id {
-                self.track(&j, id);
+        // A poll may move the job (pending to processing) meanwhile.
+        let mut tries = 0;
+        loop {
+            let job = self.job_or_not_found(key).await?;
+            let paused_for = job
+                .paused_at
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .and_then(|t| t.elapsed().ok())
+                .map_or(0, |d| d.as_millis() as u64);
+            let patch = Patch {
+                paused_at: Some(pausing.then(|| now.clone())),
+                paused_ms: (!pausing).then(|| job.paused_ms.saturating_add(paused_for)),
+                provider_status: st.as_ref().map(|s| Some(s.raw_status.clone())),
+                ..Patch::default()
+            };
+            let change = Change::to(job.state, note).patch(patch).noted();
+            match self.store.apply(key, job.state, change).await {
+                Ok(j) => {
+                    self.store.sync().await?;
+                    return Ok(j);
+                }
+                Err(e) if e.is_state_mismatch() && tries < 3 && job.state.is_live() => tries += 1,
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(j)
     }
 
     /// After the provider took a retry: the job runs again, tracked from
@@ -213,7 +215,7 @@ impl Engine {
             .pause_job(&id)
             .await
             .map_err(|e| provider_error(&p, "pause the job", e))?;
-        s.record_pause(&p, &job, st, true).await
+        s.record_pause(&p, key, st, true).await
     }
 
     /// Resumes a job paused at its provider.
@@ -232,7 +234,7 @@ impl Engine {
             .resume_job(&id)
             .await
             .map_err(|e| provider_error(&p, "resume the job", e))?;
-        s.record_pause(&p, &job, st, false).await
+        s.record_pause(&p, key, st, false).await
     }
 
     /// Re-runs a failed or completed job at its provider from `stage`.

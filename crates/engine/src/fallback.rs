@@ -142,3 +142,61 @@ pub(crate) async fn fallback_loop(s: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::{ProviderLimits, ProviderSetup};
+    use switchyard_core::ProviderKind;
+
+    fn rt(kind: ProviderKind) -> ProviderRt {
+        let client = switchyard_provider::default_client(Duration::from_secs(1)).unwrap();
+        ProviderRt::new(ProviderSetup {
+            name: kind.to_string(),
+            adapter: switchyard_provider::build(kind, Default::default(), client),
+            limits: ProviderLimits {
+                rate_limit: Default::default(),
+                max_in_flight: 1,
+                budget: None,
+                poll: Default::default(),
+                max_attempts: 1,
+            },
+        })
+    }
+
+    #[test]
+    fn no_fallback_after_a_failure_the_provider_may_not_have_had() {
+        let (ugen, viggle) = (rt(ProviderKind::Ugen), rt(ProviderKind::Viggle));
+        let err = |code: &str| JobError::new(code, "x");
+        assert_eq!(after_failure(&viggle, &err("timeout")), None);
+        assert_eq!(after_failure(&ugen, &err("timeout")), None);
+        // Transient errors ran out: U-Gen was not asked whether it kept the
+        // create; the others were asked and said no.
+        assert_eq!(after_failure(&ugen, &err("transient")), None);
+        assert_eq!(
+            after_failure(&viggle, &err("transient")),
+            Some(FallbackOn::Failed)
+        );
+        assert_eq!(
+            after_failure(&ugen, &err("VALIDATION_ERROR")),
+            Some(FallbackOn::Failed)
+        );
+    }
+
+    #[test]
+    fn a_user_pause_names_the_reason_before_the_budget() {
+        let p = rt(ProviderKind::Ugen);
+        let none = HashSet::new();
+        let paused: HashSet<String> = ["ugen".to_string()].into();
+        assert_eq!(held_for(&p, &none), None);
+        p.set_hold(Some(HeldBy::Rate));
+        assert_eq!(held_for(&p, &none), None, "a rate hold passes");
+        p.set_hold(Some(HeldBy::Budget));
+        assert_eq!(held_for(&p, &none), Some(FallbackOn::Budget));
+        assert_eq!(held_for(&p, &paused), Some(FallbackOn::Paused));
+        p.set_hold(None);
+        p.paused.store(true, Ordering::Relaxed);
+        assert_eq!(held_for(&p, &none), Some(FallbackOn::Budget), "402");
+    }
+}

@@ -50,8 +50,11 @@ impl Shared {
         // Rare: read the store rather than trust the schedule's copy.
         let overdue = if elapsed > timeout {
             match self.store.get(&key).await {
-                // A user's pause at the provider stops the clock.
-                Ok(Some(j)) if j.state.is_live() => j.paused_at.is_none().then_some(j),
+                // A user's pause at the provider stops the clock, and the
+                // time it was paused is not counted.
+                Ok(Some(j)) if j.state.is_live() => (j.paused_at.is_none()
+                    && crate::record::since_submitted(&j) > timeout)
+                    .then_some(j),
                 _ => {
                     let _ = self.sched.send(polled(None, true, None, None));
                     return;
