@@ -315,6 +315,8 @@ async fn cli_against_a_running_daemon() {
         "show",
         "cancel",
         "retry",
+        "job-pause",
+        "job-resume",
         "providers",
         "watch",
         "check",
@@ -333,7 +335,7 @@ async fn cli_against_a_running_daemon() {
         let out = cli(&url, &["completions", shell]).await;
         let s = ok(&out, shell);
         assert!(
-            s.contains(marker) && s.contains("providers"),
+            s.contains(marker) && s.contains("providers") && s.contains("job-pause"),
             "{shell} completions"
         );
     }

@@ -95,6 +95,13 @@ enum Cmd {
     ///
     /// Each file is checked whole before anything is queued: a file with any
     /// invalid job is rejected, with every problem listed by file and line (exit 2).
+    ///
+    /// A job may name fallbacks, other providers tried in order: in TOML a
+    /// `[[jobs.fallback]]` table (provider, params) after the job, in JSON Lines
+    /// `"fallback": [{"provider", "params"}]`; `fallback_on` says when
+    /// (`failed`, `budget`, `paused`; default `["failed"]`). Each fallback is
+    /// checked like the first choice. A job never moves on after an uncertain
+    /// outcome.
     Submit {
         /// Batch files: TOML (`[[jobs]]`) or JSON Lines (`.jsonl`, one job object a line).
         #[arg(required = true)]
