@@ -124,7 +124,7 @@ const FORMAT_V2: u8 = 2;
 /// The job fields added after the binary format was fixed (fallbacks, a
 /// user's pause at the provider), kept as JSON so that more can be added
 /// later with a default, without another format.
-#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Extra {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     fallback: Vec<Alternative>,
@@ -146,17 +146,6 @@ impl Extra {
             tried: j.tried.clone(),
             paused_at: j.paused_at.clone(),
             paused_ms: j.paused_ms,
-        }
-    }
-
-    /// What a record without extras means.
-    fn none() -> Extra {
-        Extra {
-            fallback: Vec::new(),
-            fallback_on: default_fallback_on(),
-            tried: Vec::new(),
-            paused_at: None,
-            paused_ms: 0,
         }
     }
 
@@ -269,12 +258,18 @@ pub(crate) fn corrupt(key: &[u8], message: impl std::fmt::Display) -> StoreError
 
 pub fn encode_record(job: &Job, history: &[Transition]) -> Result<Vec<u8>, StoreError> {
     let encoding = |e: &dyn std::fmt::Display| StoreError::Storage(format!("encoding: {e}"));
-    let extra = Extra::of(job);
     let stored = StoredJob::from_job(job);
-    let body = if extra == Extra::none() {
+    // Checked field by field: the common job has no extras, and a
+    // transition should not pay for building them.
+    let plain = job.fallback.is_empty()
+        && job.tried.is_empty()
+        && job.paused_at.is_none()
+        && job.paused_ms == 0
+        && job.fallback_on == [FallbackOn::Failed];
+    let body = if plain {
         postcard::to_stdvec(&(stored, history)).map(|b| (FORMAT_V1, b))
     } else {
-        let text = serde_json::to_string(&extra).map_err(|e| encoding(&e))?;
+        let text = serde_json::to_string(&Extra::of(job)).map_err(|e| encoding(&e))?;
         postcard::to_stdvec(&(stored, history, text)).map(|b| (FORMAT_V2, b))
     };
     let (format, body) = body.map_err(|e| encoding(&e))?;
