@@ -73,6 +73,13 @@ pub trait Backend: Send + Sync {
     async fn crash(&self, old: Arc<dyn Store>) -> Result<Arc<dyn Store>, String> {
         self.reopen(old).await
     }
+    /// A second store on the same data as `of`, opened as another daemon
+    /// of a fleet would open it. `None` for a single-process backend: the
+    /// cases that need two daemons then say they were skipped, and pass.
+    async fn peer(&self, of: &Arc<dyn Store>) -> Option<Result<Arc<dyn Store>, String>> {
+        let _ = of;
+        None
+    }
 }
 
 /// What a case returns: `Err` says which rule broke, and where.
