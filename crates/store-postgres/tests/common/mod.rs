@@ -29,6 +29,14 @@ pub fn with_db(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..host_end])
 }
 
+/// The URL with `pw` as its user's password (URL form, with a user).
+pub fn with_password(url: &str, pw: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, host) = rest.split_once('@').expect("a URL with a user");
+    let user = userinfo.split(':').next().unwrap_or(userinfo);
+    format!("{scheme}://{user}:{pw}@{host}")
+}
+
 static N: AtomicU64 = AtomicU64::new(0);
 
 pub fn options() -> PgOptions {
