@@ -51,6 +51,12 @@ pub struct PgFigures {
     /// refused (a second statement reads how long to wait).
     pub permit_granted: (Duration, Duration),
     pub permit_refused: (Duration, Duration),
+    /// Jobs in the database when counts were read, and the median of one
+    /// `counts()` (folded totals plus deltas) beside the median of the
+    /// `GROUP BY` over the jobs it saves.
+    pub counts_jobs: usize,
+    pub counts_store: Duration,
+    pub counts_group_by: Duration,
 }
 
 fn spec(i: usize) -> JobSpec {
@@ -264,6 +270,41 @@ async fn permits(
     Ok((percentiles(granted), percentiles(refused)))
 }
 
+/// `counts()` beside a `GROUP BY` over every job, with `more` queued jobs
+/// added to what the store holds.
+async fn counts_cost(
+    store: &PgStore,
+    url: &str,
+    held: usize,
+    more: usize,
+) -> anyhow::Result<(usize, Duration, Duration)> {
+    for first in (0..more).step_by(10_000) {
+        let batch = (first..(first + 10_000).min(more))
+            .map(|i| {
+                let mut s = spec(i);
+                s.key = format!("cnt-{i:07}");
+                s
+            })
+            .collect();
+        store.intake(batch).await?;
+    }
+    store.fold_counts().await?;
+    let raw = admin(url).await?;
+    let group_by = raw
+        .prepare("SELECT provider, state, count(*) FROM jobs GROUP BY provider, state")
+        .await?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        let t = Instant::now();
+        store.counts().await?;
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        raw.query(&group_by, &[]).await?;
+        theirs.push(t.elapsed());
+    }
+    Ok((held + more, percentiles(ours).0, percentiles(theirs).0))
+}
+
 /// A scratch database on the server `admin_url` names, dropped on
 /// `drop_db`.
 struct Scratch {
@@ -335,6 +376,8 @@ pub async fn run(admin_url: &str, jobs: usize, workers: usize) -> anyhow::Result
     let pg = PgStore::connect(&db.url(), opts.clone()).await?;
     let pg_lifecycles = lifecycles(Arc::new(pg.clone()), jobs, workers).await?;
     let (permit_granted, permit_refused) = permits(&pg).await?;
+    let (counts_jobs, counts_store, counts_group_by) =
+        counts_cost(&pg, &db.url(), jobs, 100_000usize.saturating_sub(jobs)).await?;
     drop(pg);
     db.drop_db().await?;
     let db = Scratch::create(admin_url, "tr").await?;
@@ -351,6 +394,9 @@ pub async fn run(admin_url: &str, jobs: usize, workers: usize) -> anyhow::Result
         pg_transitions,
         permit_granted,
         permit_refused,
+        counts_jobs,
+        counts_store,
+        counts_group_by,
     })
 }
 
@@ -387,5 +433,12 @@ pub fn print(f: &PgFigures) {
         us(f.permit_granted.1),
         us(f.permit_refused.0),
         us(f.permit_refused.1),
+    );
+    println!(
+        "  counts() at {} jobs: {:.0} us (totals + unfolded changes) | GROUP BY over the jobs: {:.0} us | ratio {:.2}x",
+        f.counts_jobs,
+        us(f.counts_store),
+        us(f.counts_group_by),
+        us(f.counts_store) / us(f.counts_group_by).max(1e-9),
     );
 }
