@@ -128,24 +128,37 @@ struct StrictBody {
     jobs: Vec<serde_json::Value>,
 }
 
-/// A batch body's jobs, read as files are ([`batch::from_json`]); the
-/// answer to send instead when the body is not a batch or a job is invalid.
-pub(super) fn batch_jobs(body: &[u8]) -> Result<Vec<switchyard_core::JobSpec>, Response> {
+/// Why a batch body was refused before any job was checked.
+pub(super) enum NotABatch {
+    Body(ApiError),
+    Jobs(Vec<batch::Problem>),
+}
+
+impl IntoResponse for NotABatch {
+    fn into_response(self) -> Response {
+        match self {
+            NotABatch::Body(e) => e.into_response(),
+            NotABatch::Jobs(problems) => errors::invalid_batch(problems),
+        }
+    }
+}
+
+/// A batch body's jobs, read as files are ([`batch::from_json`]).
+pub(super) fn batch_jobs(body: &[u8]) -> Result<Vec<switchyard_core::JobSpec>, NotABatch> {
     let parsed: StrictBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
+        NotABatch::Body(ApiError::new(
             400,
             "bad_request",
             format!("body is not a batch ({{\"jobs\": [...]}}): {e}"),
-        )
-        .into_response()
+        ))
     })?;
-    batch::from_json(parsed.jobs).map_err(errors::invalid_batch)
+    batch::from_json(parsed.jobs).map_err(NotABatch::Jobs)
 }
 
 async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
     let jobs = match batch_jobs(&body) {
         Ok(jobs) => jobs,
-        Err(answer) => return answer,
+        Err(refused) => return refused.into_response(),
     };
     match rt.intake(jobs).await {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),

@@ -27,7 +27,7 @@ pub(super) async fn resume(
 pub(super) async fn plan(State(rt): State<Engine>, body: Bytes) -> Response {
     let jobs = match super::batch_jobs(&body) {
         Ok(jobs) => jobs,
-        Err(answer) => return answer,
+        Err(refused) => return refused.into_response(),
     };
     match rt.plan(jobs).await {
         Ok(plan) => Json(plan).into_response(),
