@@ -683,3 +683,39 @@ async fn each_of_ugc_labs_four_events_makes_its_job_due() {
         4
     );
 }
+
+#[test]
+fn check_refuses_a_webhook_url_it_could_not_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let cfg = "[daemon]\ndata_dir = \"data\"\n\n\
+[providers.ugen]\nkind = \"ugen\"\napi_key_required = false\n\
+webhook_public_url = \"hooks.example.com/webhooks/ugen\"\n\n\
+[providers.viggle]\nkind = \"viggle\"\napi_key_required = false\n\
+webhook_secret_env = \"X\"\nwebhook_public_url = \"https://hooks.example.com/webhooks/viggle\"\n";
+    std::fs::write(&config, cfg).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("check")
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let at = config.display().to_string();
+    // Each at the line of its key: a URL that is not one, no secret to
+    // sign with, a provider that takes no URL through its API.
+    assert!(err.contains(&format!("{at}:7:1: providers.ugen.webhook_public_url: \"hooks.example.com/webhooks/ugen\" is not an http(s) URL")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{at}:7:1: providers.ugen.webhook_public_url: needs webhook_secret_env"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{at}:13:1: providers.viggle.webhook_public_url: only U-Gen"
+        )),
+        "{err}"
+    );
+}
