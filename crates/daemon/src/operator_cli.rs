@@ -13,9 +13,10 @@ use switchyard_api::{AdoptBody, BatchBody, PlanAnswer, ProviderView};
 /// The operator commands, flattened into the CLI's subcommands.
 #[derive(clap::Subcommand)]
 pub enum OperatorCmd {
-    /// Stop dispatching new jobs to a provider; live jobs are still followed. Kept in the store: survives restarts (and holds for every daemon of a shared store) until `resume`.
+    /// Stop dispatching new jobs to a provider (live jobs are still followed) until `resume`.
     ///
-    /// Queued jobs of the provider show `held_by = "paused"`; `providers` shows
+    /// The pause is kept in the store: it survives restarts and reloads, and
+    /// holds for every daemon of a shared store. Queued jobs of the provider show `held_by = "paused"`; `providers` shows
     /// "paused by user" (a pause after a 402 from the provider shows "paused (402)").
     Pause {
         /// The provider's table name in the config.
