@@ -384,7 +384,8 @@ async fn plan_figures_match_what_the_run_charges_and_require_fit_fails_over_budg
 async fn adopt_follows_an_uncertain_job_to_completed() {
     // Viggle takes the create and the answer is lost: nobody can ask it
     // which job it made, so the job is uncertain. Its polls are answered.
-    let sim = sim("seed = 5\nspeedup = 10.0\n[providers.viggle]\nduration = { fixed = \"3s\" }\nfailure_rate = 0.0\nfaults = { drop = 1.0, requests = \"create\" }\n[providers.ugclab]\nduration = { fixed = \"1s\" }\nfailure_rate = 0.0\n").await;
+    // The job runs 6 s (real): still running when it is adopted.
+    let sim = sim("seed = 5\nspeedup = 10.0\n[providers.viggle]\nduration = { fixed = \"60s\" }\nfailure_rate = 0.0\nfaults = { drop = 1.0, requests = \"create\" }\n[providers.ugclab]\nduration = { fixed = \"1s\" }\nfailure_rate = 0.0\n").await;
     let poll = "poll = { schedule = [\"200ms\"], max = \"500ms\", timeout = \"5m\" }";
     let viggle = format!("{poll}\nbudget = {{ credits = 1000, period = \"total\" }}");
     let env = common::write_config(
@@ -608,7 +609,7 @@ async fn each_of_ugc_labs_four_events_makes_its_job_due() {
     // Each event with a job in the state it announces (simulated times).
     let jobs = [
         ("ugc_created", "x_sim_duration = \"20m\""),
-        ("ugc_processing", "x_sim_duration = \"10s\""),
+        ("ugc_processing", "x_sim_duration = \"40s\""),
         ("ugc_completed", "x_sim_duration = \"1s\""),
         (
             "ugc_failed",
@@ -641,8 +642,8 @@ async fn each_of_ugc_labs_four_events_makes_its_job_due() {
         },
     )
     .await;
-    // The processing one is past its pending tenth (1 s), the short ones done.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The processing one is past its pending tenth (4 s), the short ones done.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let expect = [
         ("ugc_created", JobState::Pending, "PENDING"),
         ("ugc_processing", JobState::Processing, "PROCESSING"),
