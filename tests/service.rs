@@ -322,6 +322,10 @@ async fn cli_against_a_running_daemon() {
         "check",
         "sim",
         "completions",
+        "pause",
+        "resume",
+        "plan",
+        "adopt",
     ] {
         let out = cli(&url, &[cmd, "--help"]).await;
         assert!(ok(&out, cmd).contains("Usage: switchyard"), "{cmd} --help");
@@ -335,7 +339,10 @@ async fn cli_against_a_running_daemon() {
         let out = cli(&url, &["completions", shell]).await;
         let s = ok(&out, shell);
         assert!(
-            s.contains(marker) && s.contains("providers") && s.contains("job-pause"),
+            s.contains(marker)
+                && s.contains("providers")
+                && s.contains("job-pause")
+                && s.contains("adopt"),
             "{shell} completions"
         );
     }

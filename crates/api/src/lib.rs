@@ -7,6 +7,7 @@
 //! (docs/CONTRACT.md): add fields, never rename or remove one.
 
 pub mod batch;
+pub mod operator;
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::detail::ProviderDetail;
@@ -14,6 +15,7 @@ use switchyard_core::limits::RateLimit;
 use switchyard_core::{Job, JobSpec, Transition};
 
 pub use batch::Problem;
+pub use operator::{AdoptBody, PlanAnswer, PlanClass, PlanProvider};
 
 /// A batch as sent over HTTP: the jobs of one file.
 #[derive(Debug, Serialize, Deserialize)]

@@ -433,6 +433,56 @@ mod tests {
     }
 
     #[test]
+    fn adopting_an_uncertain_job_moves_its_reservation_to_this_period_whatever_the_limit() {
+        // Uncertain since last month, holding 40 there; this month is full.
+        let mut j = job(JobState::Uncertain);
+        j.credits_reserved = 40;
+        j.budget_period = Some("2026-11".into());
+        let rows = |p: &str| match p {
+            "2026-11" => LedgerEntry {
+                reserved: 40,
+                charged: 0,
+            },
+            _ => LedgerEntry {
+                reserved: 0,
+                charged: 100,
+            },
+        };
+        let adopt = Change::to(JobState::Pending, "adopted").ledger(LedgerOp::Reserve {
+            period: "2026-12".into(),
+            amount: 40,
+            limit: None,
+        });
+        let Outcome::Changed {
+            job: after, ledger, ..
+        } = apply(j.clone(), JobState::Uncertain, &adopt, "t1", &rows).unwrap()
+        else {
+            panic!("changed")
+        };
+        assert_eq!(after.state, JobState::Pending);
+        assert_eq!(after.budget_period.as_deref(), Some("2026-12"));
+        assert_eq!(after.credits_reserved, 40);
+        assert!(ledger.contains(&("2026-11".into(), LedgerEntry::default())));
+        assert!(ledger.contains(&(
+            "2026-12".into(),
+            LedgerEntry {
+                reserved: 40,
+                charged: 100
+            }
+        )));
+        // With the limit, the same change would be refused.
+        let limited = Change::to(JobState::Pending, "adopted").ledger(LedgerOp::Reserve {
+            period: "2026-12".into(),
+            amount: 40,
+            limit: Some(100),
+        });
+        assert!(matches!(
+            apply(j, JobState::Uncertain, &limited, "t1", &rows),
+            Err(Refusal::OverBudget { .. })
+        ));
+    }
+
+    #[test]
     fn a_field_only_change_that_changes_nothing_writes_nothing() {
         let j = job(JobState::Pending);
         let patch = Patch {

@@ -179,6 +179,29 @@ mod tests {
     }
 
     #[test]
+    fn an_uncertain_job_is_never_sent_again_on_its_own() {
+        // Retry (queued), cancel, or the provider's word about it (a
+        // reconciliation, or the user's `adopt`); never straight back to
+        // `submitting`, which would send the create a second time.
+        for to in JobState::ALL {
+            let legal = matches!(
+                to,
+                JobState::Queued
+                    | JobState::Cancelled
+                    | JobState::Pending
+                    | JobState::Processing
+                    | JobState::Completed
+                    | JobState::Failed
+            );
+            assert_eq!(
+                JobState::Uncertain.can_become(to),
+                legal,
+                "uncertain -> {to}"
+            );
+        }
+    }
+
+    #[test]
     fn codes_round_trip() {
         for s in JobState::ALL {
             assert_eq!(JobState::from_code(s.code()), Some(s));

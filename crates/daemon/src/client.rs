@@ -12,8 +12,8 @@ use switchyard_core::{Job, Secret};
 
 #[derive(Clone)]
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
     token: Option<Secret>,
 }
 
@@ -49,7 +49,7 @@ impl Client {
 
     /// Sends a request; an error answer becomes an error with the daemon's
     /// message (exit 2 for the caller's mistakes: 400, 401, 404).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
@@ -77,7 +77,10 @@ impl Client {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<serde_json::Value> {
         let (status, v) = self.call(req).await?;
         if status.as_u16() == 422 {
             bail!(
@@ -130,7 +133,7 @@ impl Client {
     /// `/v1/jobs/{key}` with the key as one path segment. A key no job can
     /// have is refused here, with the rule, rather than sent as a URL that
     /// would name another resource (`..` is "the parent").
-    fn job_url(&self, key: &str, tail: &str) -> anyhow::Result<String> {
+    pub(crate) fn job_url(&self, key: &str, tail: &str) -> anyhow::Result<String> {
         switchyard_core::check_key(key).map_err(|e| Invalid(anyhow!("{key:?}: {e}")))?;
         Ok(format!("{}/v1/jobs/{}{tail}", self.base, enc(key)))
     }

@@ -122,6 +122,11 @@ pub struct ProviderConfig {
     pub poll: PollConfig,
     pub webhook_secret_env: Option<String>,
     pub webhook_secret_file: Option<PathBuf>,
+    /// The URL at which the provider reaches this daemon's
+    /// `/webhooks/NAME` from outside (through a proxy or tunnel, say). Set:
+    /// the daemon registers it, with the webhook secret, at start and on
+    /// SIGHUP (U-Gen: `PUT /tenants/me/webhook`).
+    pub webhook_public_url: Option<String>,
     /// Create attempts (transient failures) before a job fails.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
@@ -487,6 +492,26 @@ impl Config {
             for (path, msg) in switchyard_provider::paths::problems(p.kind, &p.paths) {
                 push(format!("{at}.paths.{path}"), &msg);
             }
+            if let Some(url) = &p.webhook_public_url {
+                let at = format!("{at}.webhook_public_url");
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || reqwest::Url::parse(url).is_err()
+                {
+                    push(at.clone(), &format!("{url:?} is not an http(s) URL"));
+                }
+                if p.kind != ProviderKind::Ugen {
+                    push(
+                        at.clone(),
+                        &format!("only U-Gen takes its webhook URL through its API; {} webhooks are set up with the provider", p.kind),
+                    );
+                }
+                if p.webhook_secret_env.is_none() && p.webhook_secret_file.is_none() {
+                    push(
+                        at,
+                        "needs webhook_secret_env or webhook_secret_file: the provider signs its webhooks with that secret",
+                    );
+                }
+            }
             if let Some(url) = &p.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     push(
@@ -497,6 +522,16 @@ impl Config {
             }
         }
         out
+    }
+}
+
+impl Config {
+    /// The webhook URLs to register, by provider name.
+    pub fn webhook_urls(&self) -> BTreeMap<String, String> {
+        self.providers
+            .iter()
+            .filter_map(|(n, p)| Some((n.clone(), p.webhook_public_url.clone()?)))
+            .collect()
     }
 }
 
@@ -553,6 +588,9 @@ impl Config {
             if let Some(var) = &p.webhook_secret_env {
                 if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
                     out.push(format!("providers.{name}.webhook_secret_env: environment variable {var} is not set: signed webhooks from this provider will be refused (polling still follows its jobs)"));
+                    if p.webhook_public_url.is_some() {
+                        out.push(format!("providers.{name}.webhook_public_url: not registered while {var} is not set"));
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod doctor;
 mod http;
+mod operator_cli;
 mod output;
 mod recording;
 mod serve;
@@ -179,6 +180,8 @@ enum Cmd {
     },
     /// Live progress bars per provider and per job until the queue is empty (plain lines when not on a terminal).
     Watch,
+    #[command(flatten)]
+    Operator(operator_cli::OperatorCmd),
     /// Validate config or batch files without running anything; every problem is listed with file and line (exit 2).
     ///
     /// A file with `[[jobs]]` (or a .jsonl file) is a batch, checked against the
@@ -510,6 +513,7 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             Ok(())
         }
         Cmd::Watch => watch::run(&client()?).await,
+        Cmd::Operator(cmd) => cmd.run(&client()?).await,
         Cmd::Completions { .. } => Ok(()), // handled above
         Cmd::Check { files } => {
             check::run(cli.config.as_deref(), &files).map_err(|e| Invalid(e).into())

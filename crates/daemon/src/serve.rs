@@ -52,6 +52,8 @@ impl Daemon {
             .await
             .with_context(|| format!("binding {}", cfg.daemon.listen))?;
         let addr = listener.local_addr()?;
+        // After the listener: a provider may call the URL at once.
+        rt.register_webhooks(&cfg.webhook_urls());
         if let Some(dir) = cfg.daemon.inbox_dir.clone() {
             tokio::spawn(switchyard_engine::inbox::run(
                 rt.clone(),
@@ -141,7 +143,7 @@ pub async fn run(cfg: Config, cfg_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// SIGHUP: re-reads the config file and the environment. Rate limits,
 /// budgets, polling settings, max_in_flight/max_attempts, the auth token and
-/// allowed_hosts take effect at once; anything else waits for a restart (said in the log).
+/// allowed_hosts take effect at once, and webhook URLs are registered again; anything else waits for a restart (said in the log).
 /// A config with any problem is refused whole and the running one kept.
 fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> Option<Config> {
     // Checked as at start: a provider whose key went missing is refused too.
@@ -169,6 +171,7 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
     for name in daemon.rt.reload(&limits) {
         tracing::warn!(provider = %name, "new provider in the reloaded config: takes effect at the next restart");
     }
+    daemon.rt.register_webhooks(&new.webhook_urls());
     tracing::info!("configuration reloaded: limits, budgets and polling settings updated");
     let d = (&running.daemon, &new.daemon);
     let mut later = Vec::new();

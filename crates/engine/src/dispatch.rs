@@ -44,7 +44,7 @@ const DISPATCH_GROUP: usize = 64;
 /// Claims up to a group of queued jobs (in queue order, while limits
 /// allow), flushes once, then starts their creates.
 async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
-    if p.paused.load(Ordering::Relaxed) {
+    if p.is_paused() {
         p.set_hold(Some(HeldBy::Paused));
         return Dispatched::None;
     }

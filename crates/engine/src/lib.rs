@@ -26,6 +26,7 @@ mod health;
 pub mod inbox;
 mod limits;
 mod metrics;
+mod operator;
 mod poller;
 mod record;
 mod results;
@@ -74,6 +75,7 @@ pub(crate) struct Shared {
     pub(crate) lease: Lease,
     pub(crate) health: health::StoreHealth,
     pub(crate) metrics: metrics::Metrics,
+    pub(crate) operator: operator::Operator,
 }
 
 /// How long a lease holds without renewal (a fleet backend takes over a
@@ -120,7 +122,11 @@ impl Engine {
             lease,
             health: health::StoreHealth::default(),
             metrics: metrics::Metrics::default(),
+            operator: operator::Operator::default(),
         });
+        // A user's pause holds from the first dispatch on.
+        shared.load_pauses().await?;
+        tokio::spawn(operator::watch_pauses(shared.clone()));
         tokio::spawn(poller::scheduler(shared.clone(), rx));
         tokio::spawn(fallback::fallback_loop(shared.clone()));
         shared.recover().await?;

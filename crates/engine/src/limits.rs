@@ -72,7 +72,7 @@ pub(crate) fn quota(rl: &RateLimit, factor: f64) -> Quota {
 
 /// The interval between two requests at the configured rate (50/s when
 /// none is configured).
-fn configured_interval(rl: &RateLimit) -> Duration {
+pub(crate) fn configured_interval(rl: &RateLimit) -> Duration {
     match (rl.per_second, rl.per_minute) {
         (Some(s), _) => Duration::from_secs(1) / s.max(1),
         (None, Some(m)) => Duration::from_secs(60) / m.max(1),
@@ -109,8 +109,11 @@ pub(crate) struct ProviderRt {
     /// every 20 good answers. Additive-increase would be slower to recover;
     /// this keeps a storm short and throughput near the provider's limit.
     throttle: Mutex<Throttle>,
-    /// Set by a 402; cleared by a config reload.
+    /// Set by a 402; cleared by a config reload or a user's resume.
     pub(crate) paused: AtomicBool,
+    /// A user's pause (`switchyard pause`), as the store keeps it: survives
+    /// reloads and restarts, and is shared by every daemon on the store.
+    pub(crate) user_paused: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) wake: Notify,
     pub(crate) counters: Counters,
@@ -170,6 +173,7 @@ impl ProviderRt {
             consecutive_429: AtomicU32::new(0),
             throttle: Mutex::new(Throttle::full()),
             paused: AtomicBool::new(false),
+            user_paused: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
             counters: Counters::default(),
@@ -260,6 +264,23 @@ impl ProviderRt {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(1))
             });
+    }
+
+    /// Nothing new is dispatched: a user's pause or a 402.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused_by().is_some()
+    }
+
+    /// Who paused dispatch: `"user"` before `"credits"` (a user's pause
+    /// outlives a reload, so it is the one to tell).
+    pub(crate) fn paused_by(&self) -> Option<&'static str> {
+        if self.user_paused.load(Ordering::Relaxed) {
+            Some("user")
+        } else if self.paused.load(Ordering::Relaxed) {
+            Some("credits")
+        } else {
+            None
+        }
     }
 
     pub(crate) fn hold(&self) -> Option<HeldBy> {

@@ -112,7 +112,8 @@ impl Engine {
                 .unwrap_or_else(|| "total".into());
             let entry = s.store.ledger(name, &period_id).await?;
             let cooldown = p.cooldown_remaining();
-            let paused = p.paused.load(Ordering::Relaxed);
+            let paused_by = p.paused_by();
+            let paused = paused_by.is_some();
             let queued = counts
                 .iter()
                 .find(|c| c.provider == *name && c.state == JobState::Queued)
@@ -129,9 +130,11 @@ impl Engine {
                 budget_reserved: entry.reserved,
                 budget_left: budget.as_ref().map(|b| entry.headroom(b.credits)),
                 paused,
-                paused_by: paused.then(|| "credits".to_string()),
+                paused_by: paused_by.map(str::to_string),
                 cooldown_ms: cooldown.map(|d| d.as_millis() as u64),
-                health: if paused {
+                health: if paused_by == Some("user") {
+                    "paused by user".into()
+                } else if paused {
                     "paused (402)".into()
                 } else if let Some(cd) = cooldown {
                     format!("cooling down (429), {:.1}s left", cd.as_secs_f64())

@@ -284,6 +284,27 @@ pub trait Provider: Send + Sync + fmt::Debug {
         Ok(Lookup::Unsupported)
     }
 
+    /// The body of the provider's own credit estimate for a job with these
+    /// params, where it offers one (U-Gen's `POST /credits/estimate`).
+    /// Jobs with equal bodies cost the same, so a caller asks once per
+    /// distinct body. `None`: only [`Provider::estimate_credits`] applies.
+    fn remote_estimate_body(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// The provider's own estimate, in credits, for a body made by
+    /// [`Provider::remote_estimate_body`]. Costs no credits.
+    async fn remote_estimate(&self, _body: &serde_json::Value) -> Result<u64, ProviderError> {
+        Err(ProviderError::Unsupported("credit estimates"))
+    }
+
+    /// Points the provider's webhook at `url`, signed with the configured
+    /// webhook secret, where the provider takes it through its API (U-Gen's
+    /// `PUT /tenants/me/webhook`).
+    async fn register_webhook(&self, _url: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported("webhook registration"))
+    }
+
     /// One cheap authenticated request that costs no credits, classified
     /// (`switchyard doctor`). Each adapter picks the call its provider
     /// documents best for it.

@@ -21,7 +21,8 @@
 //!   [`FIND_MAX_PAGES`] pages of [`FIND_PAGE_SIZE`] and then says not found.
 //! - The local estimate is `segment_count` x a per-model rate
 //!   ([`credits_per_segment`]), the simulator's table; the provider's own
-//!   estimate is [`UGen::estimate_credits_remote`].
+//!   estimate is [`UGen::estimate_credits_remote`], asked with
+//!   [`estimate_body`] (`plan`), its total read from `total_credits`.
 //! - Pause, resume and retry answer with the job object; an answer without
 //!   one is taken as accepted (the next poll tells the state).
 //! - A job's `credits_charged` counts every run of it: after a retry from a
@@ -342,6 +343,22 @@ impl Provider for UGen {
         true
     }
 
+    fn remote_estimate_body(&self, params: &Value) -> Option<Value> {
+        Some(estimate_body(params))
+    }
+
+    async fn remote_estimate(&self, body: &Value) -> Result<u64, ProviderError> {
+        let answer = self.estimate_credits_remote(body).await?;
+        ESTIMATE_TOTALS
+            .iter()
+            .find_map(|k| http::credits(answer.get(*k)))
+            .ok_or_else(|| http::missing("U-Gen", "total_credits"))
+    }
+
+    async fn register_webhook(&self, url: &str) -> Result<(), ProviderError> {
+        self.configure_webhook(url).await.map(|_| ())
+    }
+
     async fn create(&self, key: &str, params: &Value) -> Result<RemoteStatus, ProviderError> {
         let body = Self::create_body(key, params);
         let path = self.paths.create.render("");
@@ -511,6 +528,39 @@ fn items<'v>(v: &'v Value, name: &str) -> Result<&'v Vec<Value>, ProviderError> 
                 .find_map(|k| v.get(*k).and_then(Value::as_array))
         })
         .ok_or_else(|| http::missing("U-Gen", name))
+}
+
+/// Where the total may be in an estimate's answer: the seed shows only
+/// that it has "a detailed breakdown by component"; the simulator says
+/// `total_credits`.
+const ESTIMATE_TOTALS: &[&str] = &["total_credits", "credits", "total", "estimated_credits"];
+
+/// The `POST /credits/estimate` body for a create's params: the documented
+/// fields, read from the create's own (`video_model` is the estimate's
+/// `model_id`; `variant` is `i2v`, since every job starts from a product
+/// image; `music_enabled` as the job says, `voice_enabled` when the job
+/// names a voice). Nothing else changes the price, so equal bodies cost
+/// the same.
+pub fn estimate_body(params: &Value) -> Value {
+    let model = params
+        .get("video_model")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_MODEL);
+    let mut body = json!({
+        "segment_count": params.get("segment_count").cloned().unwrap_or(Value::Null),
+        "model_id": model,
+        "variant": "i2v",
+    });
+    if let Some(map) = body.as_object_mut() {
+        if let Some(m) = params.get("music_enabled").and_then(Value::as_bool) {
+            map.insert("music_enabled".into(), Value::Bool(m));
+        }
+        let voice = ["elevenlabs_voice_id", "voice_settings"]
+            .iter()
+            .any(|k| params.get(*k).is_some_and(|v| !v.is_null()));
+        map.insert("voice_enabled".into(), Value::Bool(voice));
+    }
+    body
 }
 
 /// Every documented create rule, all problems at once.

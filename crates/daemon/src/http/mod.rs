@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 use switchyard_api::batch;
-use switchyard_api::{ErrorBody, ErrorDetail, ProviderView};
+use switchyard_api::ProviderView;
 use switchyard_core::JobState;
 use switchyard_engine::{Engine, EngineError, Health, WebhookOutcome};
 use switchyard_store::Filter;
@@ -30,6 +30,7 @@ mod auth;
 mod errors;
 mod guard;
 mod metrics;
+mod operator;
 
 pub use auth::Auth;
 use errors::{json_errors, ApiError};
@@ -49,6 +50,10 @@ pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
         .route("/v1/jobs/{key}/resume", post(actions::resume))
         .route("/v1/jobs/{key}/detail", get(actions::detail))
         .route("/v1/providers", get(providers))
+        .route("/v1/providers/{name}/pause", post(operator::pause))
+        .route("/v1/providers/{name}/resume", post(operator::resume))
+        .route("/v1/plan", post(operator::plan))
+        .route("/v1/jobs/{key}/adopt", post(operator::adopt))
         .route("/webhooks/{provider}", post(webhook))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -120,35 +125,41 @@ struct StrictBody {
     jobs: Vec<serde_json::Value>,
 }
 
+/// Why a batch body was refused before any job was checked.
+pub(super) enum NotABatch {
+    Body(ApiError),
+    Jobs(Vec<batch::Problem>),
+}
+
+impl IntoResponse for NotABatch {
+    fn into_response(self) -> Response {
+        match self {
+            NotABatch::Body(e) => e.into_response(),
+            NotABatch::Jobs(problems) => errors::invalid_batch(problems),
+        }
+    }
+}
+
+/// A batch body's jobs, read as files are ([`batch::from_json`]).
+pub(super) fn batch_jobs(body: &[u8]) -> Result<Vec<switchyard_core::JobSpec>, NotABatch> {
+    let parsed: StrictBody = serde_json::from_slice(body).map_err(|e| {
+        NotABatch::Body(ApiError::new(
+            400,
+            "bad_request",
+            format!("body is not a batch ({{\"jobs\": [...]}}): {e}"),
+        ))
+    })?;
+    batch::from_json(parsed.jobs).map_err(NotABatch::Jobs)
+}
+
 async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
-    let parsed: StrictBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(
-                400,
-                "bad_request",
-                format!("body is not a batch ({{\"jobs\": [...]}}): {e}"),
-            )
-            .into_response()
-        }
+    let jobs = match batch_jobs(&body) {
+        Ok(jobs) => jobs,
+        Err(refused) => return refused.into_response(),
     };
-    let outcome = match batch::from_json(parsed.jobs) {
-        Ok(jobs) => rt.intake(jobs).await,
-        Err(problems) => Err(EngineError::Invalid(problems)),
-    };
-    match outcome {
+    match rt.intake(jobs).await {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
-        Err(EngineError::Invalid(problems)) => {
-            let n = problems.len();
-            let body = ErrorBody {
-                error: ErrorDetail {
-                    code: "invalid_batch".into(),
-                    message: format!("the batch was rejected whole: {n} problem(s)"),
-                    problems: Some(problems),
-                },
-            };
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
-        }
+        Err(EngineError::Invalid(problems)) => errors::invalid_batch(problems),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

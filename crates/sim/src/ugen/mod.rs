@@ -570,6 +570,7 @@ async fn set_webhook(
         url: url.clone(),
         secret,
     });
+    inner.counters.webhook_registrations += 1;
     drop(inner);
     json_response(
         StatusCode::OK,
