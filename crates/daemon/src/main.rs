@@ -11,6 +11,7 @@ mod http;
 mod output;
 mod recording;
 mod serve;
+mod store_config;
 mod watch;
 
 /// The store's write path (sled copies a leaf per write, allocates a log
@@ -458,11 +459,13 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             print_state(&key, &v, json)
         }
         Cmd::Providers { json } => {
-            let views = client()?.providers().await?;
+            let c = client()?;
+            let views = c.providers().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
                 output::print_providers(&views);
+                output::print_daemons(&c.daemons().await?);
             }
             Ok(())
         }

@@ -20,6 +20,7 @@ mod commands;
 pub mod config;
 mod dispatch;
 mod error;
+mod fleet;
 mod health;
 pub mod inbox;
 mod limits;
@@ -40,10 +41,11 @@ pub use metrics::{HistogramValues, MetricsSnapshot, ProviderCounters};
 use limits::ProviderRt;
 use sched::Sched;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_store::{Lease, Owner, Store, StoreError};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,14 +71,46 @@ pub(crate) struct Shared {
     pub(crate) sched: mpsc::UnboundedSender<Sched>,
     /// Present when results are downloaded.
     pub(crate) downloads: Option<Arc<results::Downloader>>,
-    pub(crate) lease: Lease,
+    /// The lease this engine works under now, with the tasks started under
+    /// it (see [`Gen`]).
+    pub(crate) gen: Mutex<Arc<Gen>>,
+    pub(crate) owner: Owner,
+    pub(crate) lease_ttl: Duration,
+    /// When the last renewal that succeeded was asked for: the lease holds
+    /// at least `lease_ttl` from then.
+    pub(crate) renewed: Mutex<Instant>,
+    /// Other daemons may share the store (it sends hints): a webhook for a
+    /// job followed elsewhere is passed on.
+    pub(crate) fleet: bool,
     pub(crate) health: health::StoreHealth,
     pub(crate) metrics: metrics::Metrics,
 }
 
-/// How long a lease holds without renewal (a fleet backend takes over a
-/// silent daemon's jobs after this).
-const LEASE_TTL: Duration = Duration::from_secs(30);
+/// One lease and what was started under it. When a renewal finds the lease
+/// had expired (the process was stopped, or cut off from the store, for
+/// longer than its TTL), the jobs it held may be another daemon's: every
+/// task started under the old lease is cancelled and awaited before the
+/// jobs the store gives back are followed again, so that no two tasks of
+/// this daemon work on one job and no request goes out for a job this
+/// daemon may no longer hold.
+pub(crate) struct Gen {
+    pub(crate) lease: Lease,
+    /// Child of the engine's token: cancelled at shutdown or when the lease
+    /// is found lost.
+    pub(crate) cancel: CancellationToken,
+    /// Submit, poll and reconcile tasks started under this lease.
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Gen {
+    pub(crate) fn new(lease: Lease, parent: &CancellationToken) -> Arc<Gen> {
+        Arc::new(Gen {
+            lease,
+            cancel: parent.child_token(),
+            tasks: TaskTracker::new(),
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -97,7 +131,7 @@ impl Engine {
         let providers = cfg
             .providers
             .into_iter()
-            .map(|p| (p.name.clone(), Arc::new(ProviderRt::new(p))))
+            .map(|p| (p.name.clone(), Arc::new(ProviderRt::new(p, store.clone()))))
             .collect();
         let downloads = match cfg.output_dir {
             Some(dir) => Some(Arc::new(
@@ -106,8 +140,13 @@ impl Engine {
             )),
             None => None,
         };
-        let lease = store.renew(&Owner(cfg.owner), LEASE_TTL).await?;
+        let owner = Owner(cfg.owner);
+        let lease_ttl = cfg.lease_ttl.max(fleet::MIN_LEASE_TTL);
+        let asked = Instant::now();
+        let lease = store.renew(&owner, lease_ttl).await?;
+        let hints = store.hints();
         let (tx, rx) = mpsc::unbounded_channel();
+        let gen = Gen::new(lease, &cancel);
         let shared = Arc::new(Shared {
             store,
             providers,
@@ -115,14 +154,22 @@ impl Engine {
             tracker: TaskTracker::new(),
             sched: tx,
             downloads,
-            lease,
+            gen: Mutex::new(gen.clone()),
+            owner,
+            lease_ttl,
+            renewed: Mutex::new(asked),
+            fleet: hints.is_some(),
             health: health::StoreHealth::default(),
             metrics: metrics::Metrics::default(),
         });
         tokio::spawn(poller::scheduler(shared.clone(), rx));
-        shared.recover().await?;
+        shared.recover(&gen).await?;
         for p in shared.providers.values() {
             tokio::spawn(dispatch::dispatch_loop(shared.clone(), p.clone()));
+        }
+        tokio::spawn(fleet::keep_lease(shared.clone()));
+        if let Some(rx) = hints {
+            tokio::spawn(fleet::follow_hints(shared.clone(), rx));
         }
         Ok(Engine { shared })
     }
@@ -145,7 +192,7 @@ impl Engine {
         s.tracker.close();
         let finished = tokio::time::timeout(grace, s.tracker.wait()).await.is_ok();
         s.store.sync().await?;
-        s.store.release(&s.lease).await?;
+        s.store.release(&s.gen().lease).await?;
         Ok(finished)
     }
 }

@@ -44,6 +44,14 @@ pub(crate) enum Sched {
     Untrack {
         key: String,
     },
+    /// Another daemon was told of this job (a webhook): poll it soon if it
+    /// is followed here.
+    DueKey {
+        key: String,
+    },
+    /// The lease was found lost: nothing is followed until the store says
+    /// what this daemon still holds.
+    Forget,
     /// What was learned per class, by provider name.
     Learned {
         reply: tokio::sync::oneshot::Sender<Vec<(String, switchyard_api::PollClassView)>>,

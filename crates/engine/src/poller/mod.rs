@@ -7,9 +7,9 @@ mod ticks;
 mod tracking;
 
 use crate::limits::read;
-use crate::record::Leave;
+use crate::record::{By, Leave};
 use crate::sched::{LiveReport, Sched};
-use crate::Shared;
+use crate::{Gen, Shared};
 use classes::{estimated_secs, Classes};
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
@@ -34,10 +34,12 @@ impl Shared {
         id: String,
         state: JobState,
         elapsed: Duration,
+        gen: Arc<Gen>,
     ) {
         let Some(p) = self.providers.get(&provider).cloned() else {
             return;
         };
+        let by = By::Owner(&gen.lease);
         let polled =
             |progress: Option<u8>, done: bool, state: Option<JobState>, live| Sched::Polled {
                 key: key.clone(),
@@ -56,7 +58,7 @@ impl Shared {
                     return;
                 }
             };
-            if p.permit(&self.cancel).await {
+            if self.wait_fresh(&gen).await && p.permit(&gen.cancel).await {
                 let _ = p.adapter.cancel(&id).await;
             }
             let err = JobError::new(
@@ -66,15 +68,15 @@ impl Shared {
                     humantime::format_duration(timeout)
                 ),
             );
-            self.leave(&p, &key, job.state, Leave::Fail(err)).await;
+            self.leave(&p, &key, job.state, Leave::Fail(err), by).await;
             let _ = self.sched.send(polled(None, true, None, None));
             return;
         }
         let turn = tokio::select! {
             turn = p.polls.acquire() => turn,
-            _ = self.cancel.cancelled() => return,
+            _ = gen.cancel.cancelled() => return,
         };
-        if !p.permit(&self.cancel).await {
+        if !p.permit(&gen.cancel).await {
             return;
         }
         p.counters.polls.fetch_add(1, Ordering::Relaxed);
@@ -103,13 +105,13 @@ impl Shared {
                         .send(polled(progress, false, None, Some(Some(live))));
                     return;
                 }
-                let new = self.record(&p, &key, state, st).await;
+                let new = self.record(&p, &key, state, st, by).await;
                 let finished = new.is_none_or(|s| !s.is_live());
                 let _ = self.sched.send(polled(progress, finished, new, Some(None)));
             }
             Err(ProviderError::RateLimited { retry_after }) => {
                 p.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                p.cool_down(retry_after);
+                self.rate_limited(&p, retry_after).await;
                 let _ = self.sched.send(polled(None, false, None, None));
             }
             Err(e) => {
@@ -186,9 +188,15 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                             t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), first)));
                         }
                     }
-                    Sched::Due { provider, provider_job_id, verified } => {
-                        let Some(provider) = policies.index(&provider) else { continue };
-                        let Some(slot) = jobs.slot_of_id(provider, &provider_job_id) else { continue };
+                    Sched::Due { provider: name, provider_job_id, verified } => {
+                        let Some(provider) = policies.index(&name) else { continue };
+                        let Some(slot) = jobs.slot_of_id(provider, &provider_job_id) else {
+                            // Followed by another daemon, if by any.
+                            if rt.fleet {
+                                tokio::spawn(rt.clone().pass_on(name, provider_job_id));
+                            }
+                            continue;
+                        };
                         let min_gap = policies.get(&rt, provider).and_then(|p| p.schedule.first().copied()).unwrap_or_default();
                         let Some(t) = jobs.get_mut(slot) else { continue };
                         let since_poll = ms_from(epoch, Instant::now()).saturating_sub(t.last_poll_ms);
@@ -258,6 +266,22 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                         }).collect();
                         let _ = reply.send(out);
                     }
+                    Sched::DueKey { key } => {
+                        // Passed on by another daemon: unverified, so at
+                        // most once per first poll interval.
+                        let Some(slot) = jobs.slot_of(&key) else { continue };
+                        let Some(t) = jobs.get_mut(slot) else { continue };
+                        let min_gap = policies.get(&rt, t.provider).and_then(|p| p.schedule.first().copied()).unwrap_or_default();
+                        let since_poll = ms_from(epoch, Instant::now()).saturating_sub(t.last_poll_ms);
+                        let recent = u128::try_from(since_poll).is_ok_and(|ms| ms < min_gap.as_millis());
+                        if let (Some(k), false) = (&t.dq, recent) {
+                            dq.reset(k, Duration::ZERO);
+                        }
+                    }
+                    Sched::Forget => {
+                        jobs = Tracking::default();
+                        dq.clear();
+                    }
                     Sched::Untrack { key } => {
                         if let Some(t) = jobs.slot_of(&key).and_then(|slot| jobs.remove(slot)) {
                             if let Some(k) = t.dq {
@@ -278,8 +302,9 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                 let Some(provider) = policies.name(t.provider).map(str::to_string) else { continue };
                 let (key, id) = (t.key().to_string(), t.id().to_string());
                 let (state, elapsed) = (t.state, elapsed_since(epoch, t.since_ms));
-                let rt2 = rt.clone();
-                rt.tracker.spawn(async move { rt2.poll(key, provider, id, state, elapsed).await });
+                let (rt2, gen) = (rt.clone(), rt.gen());
+                let g2 = gen.clone();
+                rt.spawn_in(&gen, async move { rt2.poll(key, provider, id, state, elapsed, g2).await });
             }
         }
     }

@@ -1,0 +1,251 @@
+//! The engine as one daemon among several on a shared store: the lease
+//! kept alive by a heartbeat (and what happens when it turns out to have
+//! expired), the rescue of live jobs whose daemon went silent, the hints
+//! other daemons send, the jobs a write found taken over, and the fleet's
+//! live daemons as users see them. On a single-process store (sled) the
+//! lease never expires, nothing is rescued and no hint comes.
+
+use crate::limits::lock;
+use crate::sched::Sched;
+use crate::{Engine, EngineError, Gen, Shared};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_api::DaemonView;
+use switchyard_core::{Job, JobState};
+use switchyard_store::{Filter, Hint, Lease, StoreError};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// The shortest lease accepted: renewals every third of it must fit in.
+pub(crate) const MIN_LEASE_TTL: Duration = Duration::from_millis(600);
+
+/// The most an expired lease's tasks are waited for before the jobs the
+/// store gives back are followed again (each is one provider request with
+/// its timeout, or a cancelled wait).
+const OLD_TASKS_GRACE: Duration = Duration::from_secs(30);
+
+impl Shared {
+    /// The lease (and the tasks under it) the engine works under now.
+    pub(crate) fn gen(&self) -> Arc<Gen> {
+        lock(&self.gen).clone()
+    }
+
+    /// Whether the lease surely still holds: renewed within two thirds of
+    /// its TTL, measured from when the renewal was asked for. A process
+    /// that was stopped (SIGSTOP, a VM pause) wakes with a stale lease and
+    /// must not act on the outside world until the heartbeat has told it
+    /// what it still holds.
+    pub(crate) fn lease_fresh(&self) -> bool {
+        lock(&self.renewed).elapsed() < self.lease_ttl * 2 / 3
+    }
+
+    /// Waits until the lease is fresh; false if `gen` ended first (its
+    /// lease was lost, or shutdown).
+    pub(crate) async fn wait_fresh(&self, gen: &Gen) -> bool {
+        loop {
+            if gen.cancel.is_cancelled() {
+                return false;
+            }
+            if self.lease_fresh() {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = gen.cancel.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Starts a job's task under `gen`: awaited at shutdown (the engine's
+    /// tracker) and when `gen`'s lease is found lost.
+    pub(crate) fn spawn_in<F>(&self, gen: &Gen, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(gen.tasks.track_future(fut));
+    }
+
+    /// Follows jobs this lease holds: created ones are polled by their
+    /// stored provider id (never created again), `submitting` ones are
+    /// reconciled as after a restart.
+    pub(crate) fn follow(self: &Arc<Self>, gen: &Arc<Gen>, jobs: Vec<Job>) {
+        for job in jobs {
+            let Some(p) = self.providers.get(&job.provider) else {
+                tracing::warn!(key = %job.key, provider = %job.provider, "a live job of a provider this daemon has no config for: not followed here");
+                continue;
+            };
+            if job.state == JobState::Submitting {
+                let (s, p, g) = (self.clone(), p.clone(), gen.clone());
+                self.spawn_in(gen, async move { s.reconcile(p, job, g).await });
+            } else if let Some(id) = job.provider_job_id.clone() {
+                self.track(&job, &id);
+            }
+        }
+    }
+
+    /// A fenced write found `key` held by another daemon (this one's lease
+    /// had expired and the job was taken over): it is no longer followed
+    /// here, and nothing is written or retried for it.
+    pub(crate) fn lost(&self, key: &str, provider: &str) {
+        tracing::info!(%key, %provider, "job taken over by another daemon: no longer followed here");
+        let _ = self.sched.send(Sched::Untrack { key: key.into() });
+        if let Some(p) = self.providers.get(provider) {
+            p.release_slot();
+        }
+    }
+
+    /// A renewal came back with a higher epoch: the old lease had expired
+    /// and whatever it held may be another daemon's now. Every job is
+    /// forgotten, the old lease's tasks are cancelled and awaited, then
+    /// the jobs the store gives this lease are followed again.
+    async fn regain(self: Arc<Self>, lease: Lease) {
+        let new = Gen::new(lease, &self.cancel);
+        let old = std::mem::replace(&mut *lock(&self.gen), new.clone());
+        tracing::warn!(
+            owner = %self.owner.0,
+            old_epoch = old.lease.epoch,
+            epoch = new.lease.epoch,
+            "this daemon's lease had expired (stopped or cut off from the store for longer than lease_ttl): following again only the jobs it still holds"
+        );
+        let _ = self.sched.send(Sched::Forget);
+        old.cancel.cancel();
+        old.tasks.close();
+        if tokio::time::timeout(OLD_TASKS_GRACE, old.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "requests started under the expired lease are still running; their answers cannot be recorded"
+            );
+        }
+        match self.store.recover(&new.lease).await {
+            Ok(jobs) => self.follow(&new, jobs),
+            Err(e) => self.store_failed("finding the jobs this daemon still holds", &e),
+        }
+        for p in self.providers.values() {
+            p.wake.notify_one();
+        }
+    }
+
+    /// A webhook named a provider job this daemon does not follow: the
+    /// daemon that does is told (through the store) to look at it now.
+    pub(crate) async fn pass_on(self: Arc<Self>, provider: String, provider_job_id: String) {
+        let mut found = None;
+        for state in [JobState::Pending, JobState::Processing] {
+            let filter = Filter {
+                state: Some(state),
+                provider: Some(provider.clone()),
+            };
+            match self.store.list(&filter).await {
+                Ok(jobs) => {
+                    found = jobs
+                        .into_iter()
+                        .find(|j| j.provider_job_id.as_deref() == Some(provider_job_id.as_str()));
+                }
+                Err(e) => {
+                    tracing::warn!(%provider, "looking up a webhook's job: {e}");
+                    return;
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        let Some(job) = found else {
+            return;
+        };
+        if let Err(e) = self.store.hint(Hint::Due { key: job.key }).await {
+            tracing::warn!(%provider, "passing a webhook on to the daemon that follows its job: {e}");
+        }
+    }
+}
+
+/// Renews the lease every third of its TTL and, each time, takes over the
+/// live jobs of daemons whose lease expired.
+pub(crate) async fn keep_lease(s: Arc<Shared>) {
+    let every = s.lease_ttl / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = s.cancel.cancelled() => return,
+        }
+        let asked = Instant::now();
+        match s.store.renew(&s.owner, s.lease_ttl).await {
+            Ok(lease) => {
+                *lock(&s.renewed) = asked;
+                if lease.epoch != s.gen().lease.epoch {
+                    // Not awaited here: the heartbeat must go on meanwhile.
+                    tokio::spawn(s.clone().regain(lease));
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(owner = %s.owner.0, "renewing this daemon's lease: {e}");
+                continue;
+            }
+        }
+        let gen = s.gen();
+        match s.store.rescue(&gen.lease).await {
+            Ok(jobs) if jobs.is_empty() => {}
+            Ok(jobs) => {
+                tracing::info!(
+                    jobs = jobs.len(),
+                    "took over the live jobs of daemons whose lease expired"
+                );
+                s.follow(&gen, jobs);
+            }
+            // The next renewal says what this daemon still holds.
+            Err(StoreError::LeaseLost { .. }) => {}
+            Err(e) => tracing::warn!("rescuing the jobs of expired daemons: {e}"),
+        }
+    }
+}
+
+/// What other daemons on the store say: new jobs queued, a job due.
+pub(crate) async fn follow_hints(s: Arc<Shared>, mut rx: broadcast::Receiver<Hint>) {
+    loop {
+        let hint = tokio::select! {
+            h = rx.recv() => h,
+            _ = s.cancel.cancelled() => return,
+        };
+        match hint {
+            Ok(Hint::Queued { provider }) => {
+                if let Some(p) = s.providers.get(&provider) {
+                    p.wake.notify_one();
+                }
+            }
+            Ok(Hint::Due { key }) => {
+                let _ = s.sched.send(Sched::DueKey { key });
+            }
+            // Hints are only hints: the dispatchers look anyway.
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                for p in s.providers.values() {
+                    p.wake.notify_one();
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+impl Engine {
+    /// The daemons whose lease is live on this store, this one marked.
+    pub async fn daemons(&self) -> Result<Vec<DaemonView>, EngineError> {
+        let s = &self.shared;
+        let mut out: Vec<DaemonView> = s
+            .store
+            .daemons()
+            .await?
+            .into_iter()
+            .map(|d| DaemonView {
+                this: d.owner == s.owner,
+                owner: d.owner.0,
+                epoch: d.epoch,
+                expires_in_ms: d.expires_in.as_millis() as u64,
+            })
+            .collect();
+        out.sort_by(|a, b| a.owner.cmp(&b.owner));
+        Ok(out)
+    }
+}
