@@ -24,6 +24,7 @@
 //! granted and every live job is this owner's.
 
 mod gate;
+mod leases;
 mod record;
 
 pub use record::encode_record;
@@ -181,8 +182,7 @@ pub struct SledStore {
     flusher: mpsc::UnboundedSender<Waiter>,
     flushes: Arc<AtomicU64>,
     gates: Arc<gate::Gates>,
-    /// The last lease granted, and when (for [`Store::daemons`]).
-    lease: Arc<Mutex<Option<(Lease, std::time::Instant)>>>,
+    leases: Arc<leases::Leases>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -221,7 +221,7 @@ impl SledStore {
             flusher: tx,
             flushes: Arc::new(AtomicU64::new(0)),
             gates,
-            lease: Arc::new(Mutex::new(None)),
+            leases: Arc::default(),
         })
     }
 
@@ -695,33 +695,15 @@ impl Store for SledStore {
     }
 
     async fn renew(&self, owner: &Owner, ttl: Duration) -> Result<Lease, StoreError> {
-        // sled locks its directory to one process: that process owns
-        // every job, whatever it calls itself.
-        let lease = Lease {
-            owner: owner.clone(),
-            epoch: 1,
-            ttl,
-        };
-        *lock(&self.lease) = Some((lease.clone(), std::time::Instant::now()));
-        Ok(lease)
+        Ok(self.leases.renew(owner, ttl))
     }
 
     async fn daemons(&self) -> Result<Vec<DaemonInfo>, StoreError> {
-        Ok(lock(&self.lease)
-            .iter()
-            .filter_map(|(l, at)| {
-                let expires_in = l.ttl.checked_sub(at.elapsed())?;
-                Some(DaemonInfo {
-                    owner: l.owner.clone(),
-                    epoch: l.epoch,
-                    expires_in,
-                })
-            })
-            .collect())
+        Ok(self.leases.live())
     }
 
-    async fn release(&self, _lease: &Lease) -> Result<(), StoreError> {
-        *lock(&self.lease) = None;
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.leases.release(lease);
         Ok(())
     }
 
