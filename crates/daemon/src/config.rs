@@ -325,8 +325,17 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
     sys.exists().then(|| sys.to_path_buf())
 }
 
-/// Environment variables under `SWITCHYARD_` that are not config keys.
-pub const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "LOG_FORMAT", "DAEMON_URL", "TOKEN_FILE"];
+/// Environment variables under `SWITCHYARD_` that are not config keys
+/// (`TEST_DATABASE_URL` is the PostgreSQL server the tests use: CI sets it
+/// for the whole run, daemons under test included).
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "CONFIG",
+    "LOG",
+    "LOG_FORMAT",
+    "DAEMON_URL",
+    "TOKEN_FILE",
+    "TEST_DATABASE_URL",
+];
 
 impl Config {
     /// Loads and checks the config: the file (if any), then `SWITCHYARD_…`

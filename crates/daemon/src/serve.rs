@@ -268,8 +268,16 @@ async fn open_store(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std:
                 Ok(None) => anyhow::bail!("store.backend = \"postgres\" without a URL"),
                 Err((key, why)) => anyhow::bail!("store.{key}: {why}"),
             };
-            drop((url, lock));
-            anyhow::bail!("store.backend = \"postgres\": this build has no PostgreSQL store yet")
+            let opts = switchyard_store_postgres::PgOptions {
+                pool_size: cfg.store.pool_size,
+                application_name: format!("switchyard {}", owner_name(cfg)),
+            };
+            // The store's errors never carry the URL or its password.
+            let store = switchyard_store_postgres::PgStore::connect(url.expose(), opts)
+                .await
+                .context("connecting to the PostgreSQL store (store.url_env / store.url_file)")?;
+            tracing::info!(owner = %owner_name(cfg), "store: PostgreSQL, shared with every daemon on the same database");
+            Ok((Arc::new(store), Some(lock)))
         }
     }
 }
