@@ -376,3 +376,79 @@ async fn check_reports_every_store_problem_and_never_the_url() {
         "{err}"
     );
 }
+
+/// U-Gen's signed webhooks all reach one daemon of two; polling is set to
+/// a minute. The jobs the other daemon follows still finish within
+/// seconds: the webhook is passed on through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_for_a_job_another_daemon_follows_is_passed_on() {
+    let Some(db) = TestDb::create("fleethook").await.unwrap() else {
+        return;
+    };
+    let envs = [Env::new().unwrap(), Env::new().unwrap()];
+    let sim = sim(&format!(
+        "seed = 5\nspeedup = 1.0\n[providers.ugen]\nduration = {{ fixed = \"2s\" }}\nfailure_rate = 0.0\nwebhook_url = \"{}/webhooks/ugen\"\nwebhook_secret = \"hook-secret\"\n",
+        envs[0].url
+    ))
+    .await;
+    let extra = "max_in_flight = 4\npoll = { schedule = [\"60s\"], max = \"60s\", timeout = \"5m\" }\nwebhook_secret_env = \"E2E_HOOK\"";
+    for (env, name) in envs.iter().zip(["hook-a", "hook-b"]) {
+        env.write(
+            &sim,
+            &[P {
+                name: "ugen",
+                kind: ProviderKind::Ugen,
+                extra,
+            }],
+            &format!("name = \"{name}\""),
+        )
+        .unwrap();
+        env.append(&format!(
+            "[store]\nbackend = \"postgres\"\nurl_env = \"{URL_ENV}\"\nlease_ttl = \"3s\"\npool_size = 4\n"
+        ))
+        .unwrap();
+    }
+    let vars = [(URL_ENV, db.url.as_str()), ("E2E_HOOK", "hook-secret")];
+    let mut ds: Vec<common::Daemon> =
+        tokio::task::block_in_place(|| envs.iter().map(|e| common::spawn(e, &vars)).collect());
+    // Submitted to the daemon the webhooks do not reach: it claims some.
+    let jobs: Vec<_> = (0..8)
+        .map(|i| {
+            (
+                format!("ugen-{i}"),
+                "ugen".to_string(),
+                common::params(ProviderKind::Ugen, i),
+            )
+        })
+        .collect();
+    let path = common::batch_file(envs[1].dir.path(), "batch.toml", &jobs);
+    let started = Instant::now();
+    let out = tokio::task::block_in_place(|| {
+        common::cli(&envs[1].url, &["submit", path.to_str().unwrap()])
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = common::wait_settled(&envs[0].url, 8, Duration::from_secs(40)).await;
+    let took = started.elapsed();
+    assert!(done.iter().all(|j| j.state == JobState::Completed));
+    let by_b = ds[1].log().matches("job finished").count();
+    eprintln!(
+        "8 jobs in {:.1} s with a 60 s poll interval; {by_b} finished by the daemon the webhooks do not reach",
+        took.as_secs_f64()
+    );
+    assert!(by_b > 0, "the second daemon followed no job");
+    assert!(
+        took < Duration::from_secs(30),
+        "the jobs waited for their polls: {took:?}"
+    );
+    tokio::task::block_in_place(|| {
+        for d in &mut ds {
+            d.stop(Duration::from_secs(20)).unwrap();
+        }
+    });
+    sim.shutdown().await;
+    db.drop_db().await;
+}

@@ -44,8 +44,8 @@ pub(crate) enum Sched {
     Untrack {
         key: String,
     },
-    /// Another daemon was told of this job (a webhook): poll it soon if it
-    /// is followed here.
+    /// Another daemon received a verified webhook for this job: poll it
+    /// now if it is followed here.
     DueKey {
         key: String,
     },

@@ -191,8 +191,11 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                     Sched::Due { provider: name, provider_job_id, verified } => {
                         let Some(provider) = policies.index(&name) else { continue };
                         let Some(slot) = jobs.slot_of_id(provider, &provider_job_id) else {
-                            // Followed by another daemon, if by any.
-                            if rt.fleet {
+                            // Followed by another daemon, if by any: told
+                            // through the store. Only a verified webhook is
+                            // passed on (finding its job reads the store,
+                            // which an unsigned request must not cause).
+                            if rt.fleet && verified {
                                 tokio::spawn(rt.clone().pass_on(name, provider_job_id));
                             }
                             continue;
@@ -267,14 +270,10 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                         let _ = reply.send(out);
                     }
                     Sched::DueKey { key } => {
-                        // Passed on by another daemon: unverified, so at
-                        // most once per first poll interval.
+                        // Passed on by another daemon, which verified the
+                        // webhook: poll now.
                         let Some(slot) = jobs.slot_of(&key) else { continue };
-                        let Some(t) = jobs.get_mut(slot) else { continue };
-                        let min_gap = policies.get(&rt, t.provider).and_then(|p| p.schedule.first().copied()).unwrap_or_default();
-                        let since_poll = ms_from(epoch, Instant::now()).saturating_sub(t.last_poll_ms);
-                        let recent = u128::try_from(since_poll).is_ok_and(|ms| ms < min_gap.as_millis());
-                        if let (Some(k), false) = (&t.dq, recent) {
+                        if let Some(k) = jobs.get_mut(slot).and_then(|t| t.dq.as_ref()) {
                             dq.reset(k, Duration::ZERO);
                         }
                     }
