@@ -354,9 +354,13 @@ fn owner_name(cfg: &Config) -> String {
     if let Some(name) = &cfg.daemon.name {
         return name.clone();
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    // uname, not /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides
+    // /proc/sys, and a fallback name shared by every machine would let two
+    // daemons pass each other's fences.
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     let dir =
         std::fs::canonicalize(&cfg.daemon.data_dir).unwrap_or_else(|_| cfg.daemon.data_dir.clone());
     format!("{host}:{}", dir.display())
