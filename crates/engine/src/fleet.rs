@@ -1,19 +1,21 @@
 //! The engine as one daemon among several on a shared store: the lease
 //! kept alive by a heartbeat (and what happens when it turns out to have
 //! expired), the rescue of live jobs whose daemon went silent, the hints
-//! other daemons send, the jobs a write found taken over, and the fleet's
-//! live daemons as users see them. On a single-process store (sled) the
-//! lease never expires, nothing is rescued and no hint comes.
+//! other daemons send, and the fleet's live daemons as users see them. On
+//! a single-process store (sled) nothing is rescued and no hint comes; its
+//! lease expires only if the heartbeat stalls for a whole TTL, and then
+//! everything is simply followed again. The pieces other modules need sit
+//! lower: the lease and its freshness in `lib.rs`, following jobs again in
+//! `submit.rs`, a job found taken over in `record.rs`, passing a webhook on
+//! in `poller/`.
 
 use crate::limits::lock;
 use crate::sched::Sched;
 use crate::{Engine, EngineError, Gen, Shared};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_api::DaemonView;
-use switchyard_core::{Job, JobState};
-use switchyard_store::{Filter, Hint, Lease, StoreError};
+use switchyard_store::{Hint, Lease, StoreError};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -26,75 +28,6 @@ pub(crate) const MIN_LEASE_TTL: Duration = Duration::from_millis(600);
 const OLD_TASKS_GRACE: Duration = Duration::from_secs(30);
 
 impl Shared {
-    /// The lease (and the tasks under it) the engine works under now.
-    pub(crate) fn gen(&self) -> Arc<Gen> {
-        lock(&self.gen).clone()
-    }
-
-    /// Whether the lease surely still holds: renewed within two thirds of
-    /// its TTL, measured from when the renewal was asked for. A process
-    /// that was stopped (SIGSTOP, a VM pause) wakes with a stale lease and
-    /// must not act on the outside world until the heartbeat has told it
-    /// what it still holds.
-    pub(crate) fn lease_fresh(&self) -> bool {
-        lock(&self.renewed).elapsed() < self.lease_ttl * 2 / 3
-    }
-
-    /// Waits until the lease is fresh; false if `gen` ended first (its
-    /// lease was lost, or shutdown).
-    pub(crate) async fn wait_fresh(&self, gen: &Gen) -> bool {
-        loop {
-            if gen.cancel.is_cancelled() {
-                return false;
-            }
-            if self.lease_fresh() {
-                return true;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = gen.cancel.cancelled() => return false,
-            }
-        }
-    }
-
-    /// Starts a job's task under `gen`: awaited at shutdown (the engine's
-    /// tracker) and when `gen`'s lease is found lost.
-    pub(crate) fn spawn_in<F>(&self, gen: &Gen, fut: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.tracker.spawn(gen.tasks.track_future(fut));
-    }
-
-    /// Follows jobs this lease holds: created ones are polled by their
-    /// stored provider id (never created again), `submitting` ones are
-    /// reconciled as after a restart.
-    pub(crate) fn follow(self: &Arc<Self>, gen: &Arc<Gen>, jobs: Vec<Job>) {
-        for job in jobs {
-            let Some(p) = self.providers.get(&job.provider) else {
-                tracing::warn!(key = %job.key, provider = %job.provider, "a live job of a provider this daemon has no config for: not followed here");
-                continue;
-            };
-            if job.state == JobState::Submitting {
-                let (s, p, g) = (self.clone(), p.clone(), gen.clone());
-                self.spawn_in(gen, async move { s.reconcile(p, job, g).await });
-            } else if let Some(id) = job.provider_job_id.clone() {
-                self.track(&job, &id);
-            }
-        }
-    }
-
-    /// A fenced write found `key` held by another daemon (this one's lease
-    /// had expired and the job was taken over): it is no longer followed
-    /// here, and nothing is written or retried for it.
-    pub(crate) fn lost(&self, key: &str, provider: &str) {
-        tracing::info!(%key, %provider, "job taken over by another daemon: no longer followed here");
-        let _ = self.sched.send(Sched::Untrack { key: key.into() });
-        if let Some(p) = self.providers.get(provider) {
-            p.release_slot();
-        }
-    }
-
     /// A renewal came back with a higher epoch: the old lease had expired
     /// and whatever it held may be another daemon's now. Every job is
     /// forgotten, the old lease's tasks are cancelled and awaited, then
@@ -125,38 +58,6 @@ impl Shared {
         }
         for p in self.providers.values() {
             p.wake.notify_one();
-        }
-    }
-
-    /// A webhook named a provider job this daemon does not follow: the
-    /// daemon that does is told (through the store) to look at it now.
-    pub(crate) async fn pass_on(self: Arc<Self>, provider: String, provider_job_id: String) {
-        let mut found = None;
-        for state in [JobState::Pending, JobState::Processing] {
-            let filter = Filter {
-                state: Some(state),
-                provider: Some(provider.clone()),
-            };
-            match self.store.list(&filter).await {
-                Ok(jobs) => {
-                    found = jobs
-                        .into_iter()
-                        .find(|j| j.provider_job_id.as_deref() == Some(provider_job_id.as_str()));
-                }
-                Err(e) => {
-                    tracing::warn!(%provider, "looking up a webhook's job: {e}");
-                    return;
-                }
-            }
-            if found.is_some() {
-                break;
-            }
-        }
-        let Some(job) = found else {
-            return;
-        };
-        if let Err(e) = self.store.hint(Hint::Due { key: job.key }).await {
-            tracing::warn!(%provider, "passing a webhook on to the daemon that follows its job: {e}");
         }
     }
 }

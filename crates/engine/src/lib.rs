@@ -38,9 +38,10 @@ pub use error::EngineError;
 pub use health::Health;
 pub use metrics::{HistogramValues, MetricsSnapshot, ProviderCounters};
 
-use limits::ProviderRt;
+use limits::{lock, ProviderRt};
 use sched::Sched;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_store::{Lease, Owner, Store, StoreError};
@@ -109,6 +110,48 @@ impl Gen {
             cancel: parent.child_token(),
             tasks: TaskTracker::new(),
         })
+    }
+}
+
+impl Shared {
+    /// The lease (and the tasks under it) the engine works under now.
+    pub(crate) fn gen(&self) -> Arc<Gen> {
+        lock(&self.gen).clone()
+    }
+
+    /// Whether the lease surely still holds: renewed within two thirds of
+    /// its TTL, measured from when the renewal was asked for. A process
+    /// that was stopped (SIGSTOP, a VM pause) wakes with a stale lease and
+    /// must not act on the outside world until the heartbeat has told it
+    /// what it still holds.
+    pub(crate) fn lease_fresh(&self) -> bool {
+        lock(&self.renewed).elapsed() < self.lease_ttl * 2 / 3
+    }
+
+    /// Waits until the lease is fresh; false if `gen` ended first (its
+    /// lease was lost, or shutdown).
+    pub(crate) async fn wait_fresh(&self, gen: &Gen) -> bool {
+        loop {
+            if gen.cancel.is_cancelled() {
+                return false;
+            }
+            if self.lease_fresh() {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = gen.cancel.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Starts a job's task under `gen`: awaited at shutdown (the engine's
+    /// tracker) and when `gen`'s lease is found lost.
+    pub(crate) fn spawn_in<F>(&self, gen: &Gen, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(gen.tasks.track_future(fut));
     }
 }
 

@@ -133,6 +133,17 @@ impl Shared {
         self.release(p, key);
     }
 
+    /// A fenced write found `key` held by another daemon (this one's lease
+    /// had expired and the job was taken over): it is no longer followed
+    /// here, and nothing is written or retried for it.
+    pub(crate) fn lost(&self, key: &str, provider: &str) {
+        tracing::info!(%key, %provider, "job taken over by another daemon: no longer followed here");
+        let _ = self.sched.send(Sched::Untrack { key: key.into() });
+        if let Some(p) = self.providers.get(provider) {
+            p.release_slot();
+        }
+    }
+
     /// A job this engine no longer works on: the dispatcher woken (a slot
     /// may be free), the poll schedule dropped.
     pub(crate) fn release(&self, p: &ProviderRt, key: &str) {

@@ -51,6 +51,24 @@ impl Shared {
         Ok(())
     }
 
+    /// Follows jobs this lease holds: created ones are polled by their
+    /// stored provider id (never created again), `submitting` ones are
+    /// reconciled as after a restart.
+    pub(crate) fn follow(self: &Arc<Self>, gen: &Arc<Gen>, jobs: Vec<Job>) {
+        for job in jobs {
+            let Some(p) = self.providers.get(&job.provider) else {
+                tracing::warn!(key = %job.key, provider = %job.provider, "a live job of a provider this daemon has no config for: not followed here");
+                continue;
+            };
+            if job.state == JobState::Submitting {
+                let (s, p, g) = (self.clone(), p.clone(), gen.clone());
+                self.spawn_in(gen, async move { s.reconcile(p, job, g).await });
+            } else if let Some(id) = job.provider_job_id.clone() {
+                self.track(&job, &id);
+            }
+        }
+    }
+
     /// A job found in `submitting` that this daemon holds but has no task
     /// for (after a restart, a takeover or a lost lease): the create may or
     /// may not have reached the provider.

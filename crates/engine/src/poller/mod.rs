@@ -18,6 +18,7 @@ use std::time::Duration;
 use switchyard_core::poll::PollPlan;
 use switchyard_core::{JobError, JobState};
 use switchyard_provider::ProviderError;
+use switchyard_store::{Filter, Hint};
 use ticks::{coalesced, Policies};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -134,6 +135,40 @@ impl Shared {
                 tracing::debug!(%key, "poll failed: {e}");
                 let _ = self.sched.send(polled(None, false, None, None));
             }
+        }
+    }
+}
+
+impl Shared {
+    /// A webhook named a provider job this daemon does not follow: the
+    /// daemon that does is told (through the store) to look at it now.
+    pub(crate) async fn pass_on(self: Arc<Self>, provider: String, provider_job_id: String) {
+        let mut found = None;
+        for state in [JobState::Pending, JobState::Processing] {
+            let filter = Filter {
+                state: Some(state),
+                provider: Some(provider.clone()),
+            };
+            match self.store.list(&filter).await {
+                Ok(jobs) => {
+                    found = jobs
+                        .into_iter()
+                        .find(|j| j.provider_job_id.as_deref() == Some(provider_job_id.as_str()));
+                }
+                Err(e) => {
+                    tracing::warn!(%provider, "looking up a webhook's job: {e}");
+                    return;
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        let Some(job) = found else {
+            return;
+        };
+        if let Err(e) = self.store.hint(Hint::Due { key: job.key }).await {
+            tracing::warn!(%provider, "passing a webhook on to the daemon that follows its job: {e}");
         }
     }
 }
