@@ -8,7 +8,9 @@
 //! - [`scale`]: throughput, memory, idle CPU and restart time of the real
 //!   daemon as a child process, each beside a ceiling from the same run;
 //! - [`store`]: the sled store's intake and durable transitions beside raw
-//!   sled configured the same way, in the same run.
+//!   sled configured the same way, in the same run; with
+//!   `SWITCHYARD_BENCH_DATABASE_URL` set, also the PostgreSQL store's job
+//!   lifecycles and transitions beside sled's ([`store_pg`]).
 //!
 //! Processes, configs, the simulator and `/proc` readings come from
 //! `switchyard-testkit`, the harness the end-to-end tests use.
@@ -19,4 +21,5 @@ pub mod poll_learned;
 pub mod poll_plot;
 pub mod scale;
 pub mod store;
+pub mod store_pg;
 mod store_sled;

@@ -28,19 +28,26 @@ const RELEASE: &str =
 const LIVE_LEASE: &str = "SELECT 1 FROM daemons
     WHERE owner = $1 AND epoch = $2 AND expires_at > clock_timestamp()";
 /// Live jobs whose `(owner, epoch)` no live lease holds, taken over by a
-/// lease that is live itself. Two rescuers racing for a job: the second
-/// waits for the first's row lock, then finds the job held by a live
-/// lease and leaves it.
+/// lease that is live itself. They are locked in key order, as groups of
+/// changes lock jobs (no deadlock between a rescue and a group). Two
+/// rescuers racing for a job: the second waits for the first's row lock,
+/// then finds the job held by a live lease and leaves it.
 const RESCUE: &str = "
+WITH orphans AS (
+    SELECT key FROM jobs
+    WHERE state IN ('submitting', 'pending', 'processing')
+      AND (owner IS NULL OR epoch IS NULL OR NOT EXISTS (
+            SELECT 1 FROM daemons d
+            WHERE d.owner = jobs.owner AND d.epoch = jobs.epoch
+              AND d.expires_at > clock_timestamp()))
+      AND EXISTS (SELECT 1 FROM daemons d
+            WHERE d.owner = $1 AND d.epoch = $2 AND d.expires_at > clock_timestamp())
+    ORDER BY key
+    FOR UPDATE
+)
 UPDATE jobs SET owner = $1, epoch = $2
-WHERE state IN ('submitting', 'pending', 'processing')
-  AND (owner IS NULL OR epoch IS NULL OR NOT EXISTS (
-        SELECT 1 FROM daemons d
-        WHERE d.owner = jobs.owner AND d.epoch = jobs.epoch
-          AND d.expires_at > clock_timestamp()))
-  AND EXISTS (SELECT 1 FROM daemons d
-        WHERE d.owner = $1 AND d.epoch = $2 AND d.expires_at > clock_timestamp())
-RETURNING key, job";
+FROM orphans WHERE jobs.key = orphans.key
+RETURNING jobs.key, jobs.job";
 const MINE: &str = "SELECT key, job FROM jobs
     WHERE state IN ('submitting', 'pending', 'processing') AND owner = $1 AND epoch = $2
     ORDER BY seq";

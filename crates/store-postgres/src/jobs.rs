@@ -10,14 +10,14 @@
 
 use crate::redact::chain;
 use crate::tx::{Flight, Tx, TxError, TRIES};
-use crate::{is_live, state_name, to_i64, to_u64, PgStore};
+use crate::{state_name, to_i64, to_u64, PgStore};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use switchyard_core::change::{self, Outcome};
 use switchyard_core::model::now_rfc3339;
 use switchyard_core::{
     Attempts, Change, Job, JobSpec, JobState, LedgerEntry, LedgerOp, Patch, Refusal, Transition,
 };
-use switchyard_store::{Claim, Claimed, Filter, IntakeReport, Lease, StoreError};
+use switchyard_store::{Claim, Claimed, Filter, IntakeReport, StoreError};
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
@@ -47,24 +47,17 @@ const GET: &str = "SELECT job FROM jobs WHERE key = $1";
 const HISTORY: &str = "SELECT history FROM jobs WHERE key = $1";
 const LEDGER: &str = "SELECT reserved, charged FROM ledger WHERE provider = $1 AND period = $2";
 
-const LOCK_JOB: &str = "SELECT owner, epoch, job FROM jobs WHERE key = $1 FOR UPDATE";
 const LEDGER_ENSURE: &str = "INSERT INTO ledger (provider, period)
     SELECT $1, p FROM unnest($2::text[]) AS p ON CONFLICT DO NOTHING";
 /// In period order: two transactions that lock the same rows lock them in
 /// the same order.
 const LEDGER_LOCK: &str = "SELECT period, reserved, charged FROM ledger
     WHERE provider = $1 AND period = ANY($2::text[]) ORDER BY period FOR UPDATE";
-const WRITE_JOBS: &str = "
-UPDATE jobs SET state = u.state, job = u.job, owner = u.owner, epoch = u.epoch,
-    history = CASE WHEN u.entry IS NULL THEN jobs.history ELSE array_append(jobs.history, u.entry) END
-FROM unnest($1::text[], $2::text[], $3::json[], $4::json[], $5::text[], $6::bigint[])
-    AS u(key, state, job, entry, owner, epoch)
-WHERE jobs.key = u.key";
 const WRITE_LEDGER: &str = "
 UPDATE ledger SET reserved = u.reserved, charged = u.charged
 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u(period, reserved, charged)
 WHERE ledger.provider = $1 AND ledger.period = u.period";
-const DELTAS: &str = "INSERT INTO count_deltas (provider, state, n)
+pub(crate) const DELTAS: &str = "INSERT INTO count_deltas (provider, state, n)
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])";
 
 const PROVIDER_ENSURE: &str = "INSERT INTO providers (provider) VALUES ($1) ON CONFLICT DO NOTHING";
@@ -253,7 +246,7 @@ struct Writes<'a> {
     keys: Vec<&'a str>,
     states: Vec<&'static str>,
     jobs: Vec<Json<&'a Job>>,
-    entries: Vec<Option<Json<&'a Transition>>>,
+    entries: Vec<Json<Vec<&'a Transition>>>,
     owners: Vec<Option<&'a str>>,
     epochs: Vec<Option<i64>>,
 }
@@ -269,7 +262,7 @@ impl<'a> Writes<'a> {
         self.keys.push(&job.key);
         self.states.push(state_name(job.state));
         self.jobs.push(Json(job));
-        self.entries.push(entry.map(Json));
+        self.entries.push(Json(entry.into_iter().collect()));
         self.owners.push(owner);
         self.epochs.push(epoch);
     }
@@ -330,134 +323,13 @@ fn ledger_entries(rows: &[Row]) -> Result<Vec<(String, LedgerEntry)>, StoreError
         .collect()
 }
 
-pub(crate) async fn apply(
-    s: &PgStore,
-    lease: Option<&Lease>,
-    key: &str,
-    expect: JobState,
-    change: &Change,
-) -> Result<Job, StoreError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match apply_once(s, lease, key, expect, change).await {
-            Err(e) if e.retryable() && tries < TRIES => continue,
-            r => return r.map_err(|e| e.into_store(s)),
-        }
-    }
-}
-
-async fn apply_once(
-    s: &PgStore,
-    lease: Option<&Lease>,
-    key: &str,
-    expect: JobState,
-    change: &Change,
-) -> Result<Job, TxError> {
-    let tx = Tx::new(s).await?;
-    let st = tx
-        .prepare(&[
-            LOCK_JOB,
-            LEDGER_ENSURE,
-            LEDGER_LOCK,
-            WRITE_JOBS,
-            WRITE_LEDGER,
-            DELTAS,
-        ])
-        .await?;
-    let c = tx.c()?;
-    let pk: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
-    let mut f = Flight::default();
-    f.simple(c, "BEGIN");
-    let locked = f.query(c, &st[0], &pk);
-    let mut out = f.run().await?;
-    let Some(row) = out[locked].rows().into_iter().next() else {
-        tx.rollback().await?;
-        return Err(StoreError::NotFound(key.to_string()).into());
-    };
-    let owner: Option<String> = row.try_get(0).map_err(|e| corrupt(key, &e))?;
-    let epoch: Option<i64> = row.try_get(1).map_err(|e| corrupt(key, &e))?;
-    let job = job_at(&row, 2, key)?;
-    if let Some(lease) = lease {
-        let held =
-            owner.as_deref() == Some(lease.owner.0.as_str()) && epoch == Some(to_i64(lease.epoch));
-        if is_live(job.state) && !held {
-            tx.rollback().await?;
-            return Err(StoreError::LeaseLost {
-                owner: lease.owner.0.clone(),
-            }
-            .into());
-        }
-    }
-    let periods = change::ledger_periods(&job, &change.ledger);
-    let rows = if periods.is_empty() {
-        Vec::new()
-    } else {
-        let p: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&job.provider, &periods];
-        let mut f = Flight::default();
-        f.execute(c, &st[1], &p);
-        let locked = f.query(c, &st[2], &p);
-        let mut out = f.run().await?;
-        ledger_entries(&out[locked].rows())?
-    };
-    let lookup = |period: &str| {
-        rows.iter()
-            .find(|(p, _)| p == period)
-            .map(|(_, e)| *e)
-            .unwrap_or_default()
-    };
-    let now = now_rfc3339();
-    let old_state = job.state;
-    let (new, entry, ledger) = match change::apply(job, expect, change, &now, &lookup) {
-        Err(refusal) => {
-            tx.rollback().await?;
-            return Err(StoreError::Refused(refusal).into());
-        }
-        Ok(Outcome::Unchanged(j)) => {
-            tx.rollback().await?;
-            return Ok(j);
-        }
-        Ok(Outcome::Changed { job, entry, ledger }) => (job, entry, ledger),
-    };
-    // A live job is held by the lease that wrote it (or keeps its holder
-    // when written unfenced); a job that is not live is held by no one.
-    let (new_owner, new_epoch) = match (is_live(new.state), lease) {
-        (false, _) => (None, None),
-        (true, Some(l)) => (Some(l.owner.0.as_str()), Some(to_i64(l.epoch))),
-        (true, None) => (owner.as_deref(), epoch),
-    };
-    let mut w = Writes::default();
-    w.push(&new, entry.as_ref(), new_owner, new_epoch);
-    let lr = LedgerRows::of(ledger.iter().map(|(p, e)| (p, e)));
-    let deltas = Deltas::moved(&new.provider, old_state, new.state, 1);
-    let pj: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-        &w.keys, &w.states, &w.jobs, &w.entries, &w.owners, &w.epochs,
-    ];
-    let pl: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&new.provider, &lr.periods, &lr.reserved, &lr.charged];
-    let pd: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&deltas.providers, &deltas.states, &deltas.n];
-    let mut f = Flight::default();
-    f.execute(c, &st[3], &pj);
-    if !lr.periods.is_empty() {
-        f.execute(c, &st[4], &pl);
-    }
-    if old_state != new.state {
-        f.execute(c, &st[5], &pd);
-    }
-    f.simple(c, "COMMIT");
-    f.run().await?;
-    tx.finished();
-    Ok(new)
-}
-
 pub(crate) async fn claim(s: &PgStore, cl: &Claim<'_>) -> Result<Claimed, StoreError> {
     let mut tries = 0;
     loop {
         tries += 1;
         match claim_once(s, cl).await {
             Err(e) if e.retryable() && tries < TRIES => continue,
-            r => return r.map_err(|e| e.into_store(s)),
+            r => return r.map_err(|e| e.into_store(&s.inner.redact)),
         }
     }
 }
@@ -467,7 +339,7 @@ async fn claim_once(s: &PgStore, cl: &Claim<'_>) -> Result<Claimed, TxError> {
     if cl.limit == 0 {
         return Ok(out);
     }
-    let tx = Tx::new(s).await?;
+    let tx = Tx::new(s.client().await?);
     let st = tx
         .prepare(&[
             PROVIDER_ENSURE,
@@ -477,7 +349,7 @@ async fn claim_once(s: &PgStore, cl: &Claim<'_>) -> Result<Claimed, TxError> {
             QUEUED,
             LEDGER_ENSURE,
             LEDGER_LOCK,
-            WRITE_JOBS,
+            crate::group::WRITE_JOBS,
             WRITE_LEDGER,
             SET_TAT,
             DELTAS,

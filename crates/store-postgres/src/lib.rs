@@ -33,6 +33,7 @@ macro_rules! now_us {
 
 mod counts;
 mod fleet;
+mod group;
 mod hints;
 mod jobs;
 mod redact;
@@ -89,6 +90,7 @@ struct Inner {
     hints: broadcast::Sender<Hint>,
     stop: CancellationToken,
     opts: PgOptions,
+    writers: group::Writers,
 }
 
 impl Drop for Inner {
@@ -178,8 +180,10 @@ impl PgStore {
         )
         .await?;
         counts::start_folding(pool.clone(), stop.clone(), redact.clone());
+        let writers = group::Writers::start(pool.clone(), redact.clone(), stop.clone());
         Ok(PgStore {
             inner: Arc::new(Inner {
+                writers,
                 pool,
                 redact,
                 me,
@@ -242,7 +246,7 @@ impl Store for PgStore {
     }
 
     async fn apply(&self, key: &str, expect: JobState, change: Change) -> Result<Job, StoreError> {
-        jobs::apply(self, None, key, expect, &change).await
+        self.inner.writers.apply(None, key, expect, change).await
     }
 
     async fn apply_owned(
@@ -252,7 +256,10 @@ impl Store for PgStore {
         expect: JobState,
         change: Change,
     ) -> Result<Job, StoreError> {
-        jobs::apply(self, Some(lease), key, expect, &change).await
+        self.inner
+            .writers
+            .apply(Some(lease), key, expect, change)
+            .await
     }
 
     async fn ledger(&self, provider: &str, period: &str) -> Result<LedgerEntry, StoreError> {

@@ -8,7 +8,7 @@
 //! caller) takes its connection with it: the server rolls back when the
 //! connection closes, and no connection returns to the pool mid-transaction.
 
-use crate::PgStore;
+use crate::redact::Redactor;
 use deadpool_postgres::Object;
 use futures::future::BoxFuture;
 use switchyard_store::StoreError;
@@ -22,10 +22,8 @@ pub(crate) struct Tx {
 impl Tx {
     /// A connection for a transaction; `BEGIN` goes out with the first
     /// flight ([`Tx::begin_with`]).
-    pub(crate) async fn new(store: &PgStore) -> Result<Tx, StoreError> {
-        Ok(Tx {
-            c: Some(store.client().await?),
-        })
+    pub(crate) fn new(c: Object) -> Tx {
+        Tx { c: Some(c) }
     }
 
     pub(crate) fn c(&self) -> Result<&Client, StoreError> {
@@ -104,9 +102,9 @@ impl TxError {
             || e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE))
     }
 
-    pub(crate) fn into_store(self, store: &PgStore) -> StoreError {
+    pub(crate) fn into_store(self, redact: &Redactor) -> StoreError {
         match self {
-            TxError::Db(e) => store.err(e),
+            TxError::Db(e) => redact.db(e),
             TxError::Store(e) => e,
         }
     }

@@ -544,6 +544,8 @@ pub async fn a_stale_owner_is_fenced_off(b: &dyn Backend) -> CaseResult {
 /// `processing`) of leases that expired: never a queued or ended job,
 /// never a job of a live lease, never one twice.
 pub async fn rescue_takes_only_live_jobs_of_expired_leases(b: &dyn Backend) -> CaseResult {
+    const RACED: usize = 120;
+    const RESCUERS: usize = 6;
     require_parallel()?;
     let dead = Handle::open(b).await?;
     let Some(alive) = dead.peer(b).await? else {
@@ -556,10 +558,16 @@ pub async fn rescue_takes_only_live_jobs_of_expired_leases(b: &dyn Backend) -> C
             specs.push(spec(&format!("y-{state}-{n}"), "y", 0));
         }
     }
+    // Many live jobs in one state too, so that racing rescuers overlap.
+    for n in 0..RACED {
+        specs.push(spec(&format!("z-{n:03}"), "z", 0));
+    }
     dead.intake(specs).await?;
     let ld = dead
         .lease_as("rescue-dead", Duration::from_millis(400))
         .await?;
+    let c = dead.claim_gated(&ld, "z", RACED, None, None).await?;
+    ensure_eq!(c.jobs.len(), RACED, "z's jobs claimed");
     let la = alive
         .lease_as("rescue-alive", Duration::from_secs(30))
         .await?;
@@ -599,6 +607,7 @@ pub async fn rescue_takes_only_live_jobs_of_expired_leases(b: &dyn Backend) -> C
     ]
     .iter()
     .flat_map(|s| (0..2).map(move |n| format!("x-{s}-{n}")))
+    .chain((0..RACED).map(|n| format!("z-{n:03}")))
     .collect();
     ensure!(
         alive
@@ -610,14 +619,28 @@ pub async fn rescue_takes_only_live_jobs_of_expired_leases(b: &dyn Backend) -> C
         "nothing to rescue while every lease is live"
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    // Two rescuers race: between them each job is taken once.
-    let third = alive
-        .lease_as("rescue-third", Duration::from_secs(30))
-        .await?;
-    let (h1, h2, l1, l2) = (alive.clone(), alive.clone(), la.clone(), third.clone());
-    let r1 = tokio::spawn(async move { h1.store.rescue(&l1).await.map_err(|e| e.to_string()) });
-    let r2 = tokio::spawn(async move { h2.store.rescue(&l2).await.map_err(|e| e.to_string()) });
-    let got = join_all(vec![r1, r2]).await?;
+    // Rescuers race (the live daemon and others): between them each job
+    // is taken once.
+    let mut leases = vec![la.clone()];
+    for i in 0..RESCUERS - 1 {
+        leases.push(
+            alive
+                .lease_as(&format!("rescue-other-{i}"), Duration::from_secs(30))
+                .await?,
+        );
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(RESCUERS));
+    let racers = leases
+        .into_iter()
+        .map(|l| {
+            let (h, barrier) = (alive.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                h.store.rescue(&l).await.map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let got = join_all(racers).await?;
     let taken: Vec<&Job> = got.iter().flatten().collect();
     let keys: BTreeSet<String> = taken.iter().map(|j| j.key.clone()).collect();
     ensure_eq!(keys.len(), taken.len(), "no job rescued twice");
