@@ -326,8 +326,9 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Environment variables under `SWITCHYARD_` that are not config keys
-/// (`TEST_DATABASE_URL` is the PostgreSQL server the tests use: CI sets it
-/// for the whole run, daemons under test included).
+/// (`TEST_DATABASE_URL` and `BENCH_DATABASE_URL` name the PostgreSQL
+/// server tests and benchmarks use: set for a whole run, they reach the
+/// daemons those start too).
 pub const NON_CONFIG_ENV: &[&str] = &[
     "CONFIG",
     "LOG",
@@ -335,6 +336,7 @@ pub const NON_CONFIG_ENV: &[&str] = &[
     "DAEMON_URL",
     "TOKEN_FILE",
     "TEST_DATABASE_URL",
+    "BENCH_DATABASE_URL",
 ];
 
 impl Config {

@@ -228,6 +228,8 @@ enum BenchCmd {
     Scale(switchyard_bench::scale::ScaleOpts),
     /// Peak memory of `check` on a large batch file (JSON Lines and TOML), as a multiple of the file size.
     Batch(switchyard_bench::batch::BatchOpts),
+    /// End-to-end jobs/s of one daemon on sled, one on PostgreSQL and three on one database; the fleet's use of each quota.
+    Fleet(switchyard_bench::fleet::FleetOpts),
     /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
     Poll {
         #[arg(long, default_value_t = 1000)]
@@ -492,6 +494,9 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
         Cmd::Bench {
             what: BenchCmd::Batch(opts),
         } => switchyard_bench::batch::run(opts),
+        Cmd::Bench {
+            what: BenchCmd::Fleet(opts),
+        } => switchyard_bench::fleet::run(opts).await,
         Cmd::Bench {
             what: BenchCmd::Poll { jobs, seed, plot },
         } => {

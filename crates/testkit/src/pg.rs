@@ -51,6 +51,13 @@ impl TestDb {
             println!("skipped: {DATABASE_URL_VAR} not set");
             return Ok(None);
         };
+        TestDb::create_on(&admin, test).await.map(Some)
+    }
+
+    /// A fresh database named after `test` on the server `admin` (a URL
+    /// whose user may create databases).
+    pub async fn create_on(admin: &str, test: &str) -> anyhow::Result<TestDb> {
+        let admin = admin.to_string();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -71,11 +78,11 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .with_context(|| format!("creating database {name}"))?;
-        Ok(Some(TestDb {
+        Ok(TestDb {
             url: with_db(&admin, &name),
             admin,
             name,
-        }))
+        })
     }
 
     /// A plain client on this database, to look at what the daemons wrote.
