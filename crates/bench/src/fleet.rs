@@ -33,8 +33,19 @@ use switchyard_testkit::{start_sim, Env, P};
 /// The variable each daemon reads its database URL from.
 const URL_ENV: &str = "BENCH_FLEET_DATABASE_URL";
 
+/// Which parts `bench fleet` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    All,
+    Throughput,
+    Rate,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct FleetOpts {
+    /// Parts to run (comma-separated): throughput, rate, or all.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub parts: Vec<Part>,
     /// Jobs in each throughput batch.
     #[arg(long, default_value_t = 10_000)]
     pub jobs: usize,
@@ -422,8 +433,9 @@ pub async fn run(opts: FleetOpts) -> anyhow::Result<()> {
             daemons: 3,
         },
     ];
+    let wants = |p: Part| opts.parts.contains(&Part::All) || opts.parts.contains(&p);
     let mut tps = Vec::new();
-    for s in &setups {
+    for s in setups.iter().filter(|_| wants(Part::Throughput)) {
         eprintln!("[throughput] {}: {} jobs ...", s.label(), opts.jobs);
         let t = throughput(opts.jobs, s, Some(&admin))
             .await
@@ -438,7 +450,10 @@ pub async fn run(opts: FleetOpts) -> anyhow::Result<()> {
         tps.push(t);
     }
     let mut precs = Vec::new();
-    for s in [&setups[0], &setups[2]] {
+    for s in [&setups[0], &setups[2]]
+        .into_iter()
+        .filter(|_| wants(Part::Rate))
+    {
         eprintln!(
             "[rate] {}: quotas saturated for {} s ...",
             s.label(),

@@ -29,10 +29,12 @@ const OLD_TASKS_GRACE: Duration = Duration::from_secs(30);
 
 impl Shared {
     /// A renewal came back with a higher epoch: the old lease had expired
-    /// and whatever it held may be another daemon's now. Every job is
-    /// forgotten, the old lease's tasks are cancelled and awaited, then
-    /// the jobs the store gives this lease are followed again.
-    async fn regain(self: Arc<Self>, lease: Lease) {
+    /// and whatever it held may be another daemon's now. At once (before
+    /// the lease counts as fresh again): the new lease replaces the old,
+    /// every job is forgotten and the old lease's tasks are cancelled, so
+    /// none of them sends anything more. Returns the old lease's tasks to
+    /// await before following what the store gives back ([`Self::regain`]).
+    fn lose(&self, lease: Lease) -> (Arc<Gen>, Arc<Gen>) {
         let new = Gen::new(lease, &self.cancel);
         let old = std::mem::replace(&mut *lock(&self.gen), new.clone());
         tracing::warn!(
@@ -44,6 +46,13 @@ impl Shared {
         let _ = self.sched.send(Sched::Forget);
         old.cancel.cancel();
         old.tasks.close();
+        (old, new)
+    }
+
+    /// After [`Self::lose`]: waits for the old lease's tasks (their writes
+    /// are refused or land before what follows reads the store), then
+    /// follows the jobs the store gives the new lease.
+    async fn regain(self: Arc<Self>, old: Arc<Gen>, new: Arc<Gen>) {
         if tokio::time::timeout(OLD_TASKS_GRACE, old.tasks.wait())
             .await
             .is_err()
@@ -74,12 +83,14 @@ pub(crate) async fn keep_lease(s: Arc<Shared>) {
         let asked = Instant::now();
         match s.store.renew(&s.owner, s.lease_ttl).await {
             Ok(lease) => {
-                *lock(&s.renewed) = asked;
                 if lease.epoch != s.gen().lease.epoch {
+                    let (old, new) = s.lose(lease);
+                    *lock(&s.renewed) = asked;
                     // Not awaited here: the heartbeat must go on meanwhile.
-                    tokio::spawn(s.clone().regain(lease));
+                    tokio::spawn(s.clone().regain(old, new));
                     continue;
                 }
+                *lock(&s.renewed) = asked;
             }
             Err(e) => {
                 tracing::warn!(owner = %s.owner.0, "renewing this daemon's lease: {e}");
