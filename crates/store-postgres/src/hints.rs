@@ -182,6 +182,7 @@ where
         }
     }
     if let Some(r) = ready.take() {
+        // `connect` waits for this; if it gave up, nobody needs it.
         let _ = r.send(Ok(()));
     }
     loop {

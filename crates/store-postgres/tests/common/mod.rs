@@ -113,3 +113,30 @@ impl TestDb {
         }
     }
 }
+
+impl Drop for TestDb {
+    /// A test that failed drops its database too. From a thread of its
+    /// own: a runtime's thread may not block on another runtime.
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let (c, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("dropping {}: {e}", self.name);
+        }
+    }
+}
