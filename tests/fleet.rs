@@ -444,6 +444,14 @@ async fn a_webhook_for_a_job_another_daemon_follows_is_passed_on() {
         took < Duration::from_secs(30),
         "the jobs waited for their polls: {took:?}"
     );
+    // Either daemon lists the fleet below its providers.
+    let out = tokio::task::block_in_place(|| common::cli(&envs[1].url, &["providers"]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains("hook-a") && table.contains("hook-b (this one)"),
+        "{table}"
+    );
     tokio::task::block_in_place(|| {
         for d in &mut ds {
             d.stop(Duration::from_secs(20)).unwrap();
