@@ -3,6 +3,9 @@
 //!
 //! - [`batch`]: peak memory of `check` on a large batch file, as a multiple
 //!   of the file's size;
+//! - [`fleet`]: end-to-end throughput of one daemon on sled, on PostgreSQL
+//!   and of three daemons on one database, and the fleet's use of each
+//!   provider's quota;
 //! - [`poll`]: polls per job and finish-to-known delay of the poll plan vs
 //!   fixed intervals, in virtual time (no daemon, no network);
 //! - [`scale`]: throughput, memory, idle CPU and restart time of the real
@@ -16,6 +19,7 @@
 //! `switchyard-testkit`, the harness the end-to-end tests use.
 
 pub mod batch;
+pub mod fleet;
 pub mod poll;
 pub mod poll_learned;
 pub mod poll_plot;

@@ -190,6 +190,14 @@ impl Client {
             .await?;
         Ok(serde_json::from_value(v)?)
     }
+
+    /// The fleet's live daemons (one, on sled).
+    pub async fn daemons(&self) -> anyhow::Result<Vec<switchyard_api::DaemonView>> {
+        let v = self
+            .send(self.http.get(format!("{}/v1/daemons", self.base)))
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
 }
 
 /// Percent-encodes a job key as one path segment: every byte but the

@@ -23,12 +23,18 @@ pub struct Config {
     #[serde(default)]
     pub daemon: DaemonConfig,
     #[serde(default)]
+    pub store: crate::store_config::StoreConfig,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
+    /// This daemon's name among the daemons sharing a store (its lease and
+    /// the owner of its jobs). Unset: host name and data dir, which differ
+    /// between daemons and stay the same across restarts.
+    pub name: Option<String>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub output_dir: Option<PathBuf>,
@@ -68,6 +74,7 @@ pub struct DaemonConfig {
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
+            name: None,
             data_dir: PathBuf::from("/var/lib/switchyard"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             output_dir: None,
@@ -242,7 +249,7 @@ fn read_secret(
 }
 
 /// Said after "cannot read" for a relative path: where it was looked for.
-fn credentials_dir_hint(path: &Path) -> &'static str {
+pub(crate) fn credentials_dir_hint(path: &Path) -> &'static str {
     if !path.is_relative() {
         ""
     } else if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
@@ -296,7 +303,7 @@ fn dir_problem(dir: &Path) -> Option<String> {
 
 /// `LoadCredential=` puts files under `$CREDENTIALS_DIRECTORY`; a relative
 /// `api_key_file` is looked up there first.
-fn expand_credentials_dir(path: &Path) -> PathBuf {
+pub(crate) fn expand_credentials_dir(path: &Path) -> PathBuf {
     if path.is_relative() {
         if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
             let p = Path::new(&dir).join(path);
@@ -323,8 +330,19 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
     sys.exists().then(|| sys.to_path_buf())
 }
 
-/// Environment variables under `SWITCHYARD_` that are not config keys.
-pub const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "LOG_FORMAT", "DAEMON_URL", "TOKEN_FILE"];
+/// Environment variables under `SWITCHYARD_` that are not config keys
+/// (`TEST_DATABASE_URL` and `BENCH_DATABASE_URL` name the PostgreSQL
+/// server tests and benchmarks use: set for a whole run, they reach the
+/// daemons those start too).
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "CONFIG",
+    "LOG",
+    "LOG_FORMAT",
+    "DAEMON_URL",
+    "TOKEN_FILE",
+    "TEST_DATABASE_URL",
+    "BENCH_DATABASE_URL",
+];
 
 impl Config {
     /// Loads and checks the config: the file (if any), then `SWITCHYARD_…`
@@ -429,6 +447,17 @@ impl Config {
         if self.daemon.request_timeout.is_zero() {
             push("daemon.request_timeout".into(), "must be above zero");
         }
+        if self
+            .daemon
+            .name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty() || n.chars().any(char::is_control))
+        {
+            push(
+                "daemon.name".into(),
+                "must not be empty or contain control characters",
+            );
+        }
         for h in &self.daemon.allowed_hosts {
             if crate::http::AllowedHost::parse(h).is_none() {
                 push(
@@ -521,6 +550,7 @@ impl Config {
                 }
             }
         }
+        out.extend(self.store.problems());
         out
     }
 }
@@ -556,6 +586,7 @@ impl Config {
         if let Err(e) = d.auth_token() {
             out.push(("daemon.auth_token_file".into(), format!("{e:#}")));
         }
+        out.extend(self.store.start_problems());
         for (name, p) in &self.providers {
             if let Some((key, why)) = p.missing_key() {
                 let at = match key {

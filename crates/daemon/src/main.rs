@@ -12,6 +12,7 @@ mod operator_cli;
 mod output;
 mod recording;
 mod serve;
+mod store_config;
 mod watch;
 
 /// The store's write path (sled copies a leaf per write, allocates a log
@@ -259,6 +260,8 @@ enum BenchCmd {
     Scale(switchyard_bench::scale::ScaleOpts),
     /// Peak memory of `check` on a large batch file (JSON Lines and TOML), as a multiple of the file size.
     Batch(switchyard_bench::batch::BatchOpts),
+    /// End-to-end jobs/s of one daemon on sled, one on PostgreSQL and three on one database; the fleet's use of each quota.
+    Fleet(switchyard_bench::fleet::FleetOpts),
     /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
     Poll {
         #[arg(long, default_value_t = 1000)]
@@ -504,11 +507,13 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             print_state(&key, &v, json)
         }
         Cmd::Providers { json } => {
-            let views = client()?.providers().await?;
+            let c = client()?;
+            let views = c.providers().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
                 output::print_providers(&views);
+                output::print_daemons(&c.daemons().await?);
             }
             Ok(())
         }
@@ -536,6 +541,9 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
         Cmd::Bench {
             what: BenchCmd::Batch(opts),
         } => switchyard_bench::batch::run(opts),
+        Cmd::Bench {
+            what: BenchCmd::Fleet(opts),
+        } => switchyard_bench::fleet::run(opts).await,
         Cmd::Bench {
             what: BenchCmd::Poll { jobs, seed, plot },
         } => {

@@ -154,6 +154,25 @@ pub fn print_providers(views: &[ProviderView]) {
     print_poll_classes(views);
 }
 
+/// The daemons sharing the store, below the providers.
+pub fn print_daemons(daemons: &[switchyard_api::DaemonView]) {
+    println!();
+    println!("{:<48} {:>6} {:>12}", "DAEMON", "EPOCH", "LEASE LEFT");
+    for d in daemons {
+        let name = if d.this {
+            format!("{} (this one)", d.owner)
+        } else {
+            d.owner.clone()
+        };
+        println!(
+            "{:<48} {:>6} {:>11.1}s",
+            name,
+            d.epoch,
+            d.expires_in_ms as f64 / 1000.0
+        );
+    }
+}
+
 /// What polling learned per class, when anything finished yet.
 fn print_poll_classes(views: &[ProviderView]) {
     if views.iter().all(|v| v.poll_classes.is_empty()) {

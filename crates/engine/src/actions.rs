@@ -8,9 +8,8 @@
 //! permit.
 
 use crate::limits::{read, ProviderRt};
-use crate::record::Leave;
+use crate::record::{By, Leave};
 use crate::{Engine, EngineError, Shared};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use switchyard_api::JobDetail;
 use switchyard_core::detail::ProviderDetail;
@@ -111,7 +110,7 @@ impl Shared {
         }) {
             // It ended meanwhile: that is the news, recorded as a poll would.
             let job = self.job_or_not_found(key).await?;
-            self.record(p, key, job.state, st.clone()).await;
+            self.record(p, key, job.state, st.clone(), By::User).await;
             return self.job_or_not_found(key).await;
         }
         let now = now_rfc3339();
@@ -156,6 +155,8 @@ impl Shared {
         key: &str,
         st: Option<RemoteStatus>,
     ) -> Result<Job, EngineError> {
+        // The retry made this daemon the job's holder.
+        let gen = self.gen();
         let st = st.unwrap_or_else(|| RemoteStatus {
             provider_job_id: String::new(),
             state: RemoteState::Pending,
@@ -166,7 +167,8 @@ impl Shared {
             st.state,
             RemoteState::Completed | RemoteState::Failed | RemoteState::Cancelled
         ) {
-            self.record(p, key, JobState::Submitting, st).await;
+            self.record(p, key, JobState::Submitting, st, By::Owner(&gen.lease))
+                .await;
             return self.job_or_not_found(key).await;
         }
         let patch = Patch {
@@ -183,7 +185,9 @@ impl Shared {
         };
         let note = format!("{} (retry accepted by the provider)", st.raw_status);
         let change = Change::to(st.state.into(), note).patch(patch);
-        let job = self.store.apply(key, JobState::Submitting, change).await?;
+        let job = self
+            .write(By::Owner(&gen.lease), key, JobState::Submitting, change)
+            .await?;
         self.durable("recording a retry at the provider").await;
         if let Some(id) = &job.provider_job_id {
             self.track(&job, id);
@@ -266,14 +270,16 @@ impl Engine {
         };
         let note = format!("retry from stage {stage:?} at the provider, asked by user");
         let change = Change::to(JobState::Submitting, note).ledger(reserve);
-        s.store.apply(key, before, change).await?;
+        // The job is not live (failed or completed): this daemon takes it
+        // on under its lease.
+        let gen = s.gen();
+        s.write(By::Owner(&gen.lease), key, before, change).await?;
         if let Err(e) = s.store.sync().await {
             // Not known to be on disk: the request is not sent. The job
             // stays submitting, where the next start reconciles it.
             s.store_failed("reserving credits for a retry at the provider", &e);
             return Err(e.into());
         }
-        p.in_flight.fetch_add(1, Ordering::Relaxed);
         // Shutting down: the next start reconciles the submitting job.
         s.permit(&p).await?;
         match p.adapter.retry_job(&id, stage).await {
@@ -296,14 +302,16 @@ impl Engine {
                     Ok(st) => {
                         // Still as it was: recorded as a poll would (its
                         // charge is counted once), the reservation dropped.
-                        s.record(&p, key, JobState::Submitting, st).await;
+                        s.record(&p, key, JobState::Submitting, st, By::Owner(&gen.lease))
+                            .await;
                         Err(provider_error(&p, "retry the job", e))
                     }
                     Err(_) => {
                         let why = format!("the retry at the provider answered with an error ({e}) and the job's status could not be read: it may be running again");
                         let err = JobError::new("uncertain", why.clone());
                         let how = Leave::Uncertain { note: why, err };
-                        s.leave(&p, key, JobState::Submitting, how).await;
+                        s.leave(&p, key, JobState::Submitting, how, By::Owner(&gen.lease))
+                            .await;
                         s.job_or_not_found(key).await
                     }
                 }
@@ -311,7 +319,9 @@ impl Engine {
             Err(e) => {
                 let note = format!("the provider refused the retry: {e}");
                 let change = Change::to(before, note).ledger(LedgerOp::Release);
-                let released = s.store.apply(key, JobState::Submitting, change).await;
+                let released = s
+                    .write(By::Owner(&gen.lease), key, JobState::Submitting, change)
+                    .await;
                 s.durable("releasing the credits of a refused retry").await;
                 s.release(&p, key);
                 released?;

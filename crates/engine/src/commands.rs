@@ -212,7 +212,7 @@ async fn cancel_remote(
     match p.adapter.cancel(id).await {
         Ok(mut st) => {
             st.state = RemoteState::Cancelled;
-            s.record(p, key, state, st).await;
+            s.record(p, key, state, st, crate::record::By::User).await;
             let _ = s.sched.send(Sched::Untrack { key: key.into() });
             s.job_or_not_found(key).await
         }

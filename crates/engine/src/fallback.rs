@@ -20,16 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::fallback::can_hop;
 use switchyard_core::{Change, FallbackOn, HeldBy, Job, JobError, JobState};
+use switchyard_provider::Provider;
 use switchyard_store::Filter;
 
 /// The reason to offer with a failure the daemon records itself (`None`:
 /// no fallback may follow it).
-pub(crate) fn after_failure(p: &ProviderRt, err: &JobError) -> Option<FallbackOn> {
+pub(crate) fn after_failure(adapter: &dyn Provider, err: &JobError) -> Option<FallbackOn> {
     match err.code.as_str() {
         "timeout" => None,
         // The last error may have been one the provider acted on, and an
         // idempotent provider was not asked before giving up.
-        "transient" if p.adapter.idempotent_create() => None,
+        "transient" if adapter.idempotent_create() => None,
         _ => Some(FallbackOn::Failed),
     }
 }
@@ -147,46 +148,50 @@ pub(crate) async fn fallback_loop(s: Arc<Shared>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::config::{ProviderLimits, ProviderSetup};
     use switchyard_core::ProviderKind;
 
-    fn rt(kind: ProviderKind) -> ProviderRt {
+    fn rt(kind: ProviderKind) -> std::sync::Arc<dyn Provider> {
         let client = switchyard_provider::default_client(Duration::from_secs(1)).unwrap();
-        ProviderRt::new(ProviderSetup {
-            name: kind.to_string(),
-            adapter: switchyard_provider::build(kind, Default::default(), client),
-            limits: ProviderLimits {
-                rate_limit: Default::default(),
-                max_in_flight: 1,
-                budget: None,
-                poll: Default::default(),
-                max_attempts: 1,
-            },
-        })
+        switchyard_provider::build(kind, Default::default(), client)
     }
 
     #[test]
     fn no_fallback_after_a_failure_the_provider_may_not_have_had() {
         let (ugen, viggle) = (rt(ProviderKind::Ugen), rt(ProviderKind::Viggle));
         let err = |code: &str| JobError::new(code, "x");
-        assert_eq!(after_failure(&viggle, &err("timeout")), None);
-        assert_eq!(after_failure(&ugen, &err("timeout")), None);
+        assert_eq!(after_failure(&*viggle, &err("timeout")), None);
+        assert_eq!(after_failure(&*ugen, &err("timeout")), None);
         // Transient errors ran out: U-Gen was not asked whether it kept the
         // create; the others were asked and said no.
-        assert_eq!(after_failure(&ugen, &err("transient")), None);
+        assert_eq!(after_failure(&*ugen, &err("transient")), None);
         assert_eq!(
-            after_failure(&viggle, &err("transient")),
+            after_failure(&*viggle, &err("transient")),
             Some(FallbackOn::Failed)
         );
         assert_eq!(
-            after_failure(&ugen, &err("VALIDATION_ERROR")),
+            after_failure(&*ugen, &err("VALIDATION_ERROR")),
             Some(FallbackOn::Failed)
         );
     }
 
-    #[test]
-    fn a_user_pause_names_the_reason_before_the_budget() {
-        let p = rt(ProviderKind::Ugen);
+    #[tokio::test]
+    async fn a_user_pause_names_the_reason_before_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = switchyard_store_sled::SledStore::open(dir.path()).unwrap();
+        let p = ProviderRt::new(
+            crate::config::ProviderSetup {
+                name: "ugen".into(),
+                adapter: rt(ProviderKind::Ugen),
+                limits: crate::config::ProviderLimits {
+                    rate_limit: Default::default(),
+                    max_in_flight: 1,
+                    budget: None,
+                    poll: Default::default(),
+                    max_attempts: 1,
+                },
+            },
+            std::sync::Arc::new(store),
+        );
         let none = HashSet::new();
         let paused: HashSet<String> = ["ugen".to_string()].into();
         assert_eq!(held_for(&p, &none), None);

@@ -12,7 +12,16 @@ use switchyard_core::{
     Attempts, Change, FallbackOn, HeldBy, Job, JobError, JobState, LedgerOp, Patch,
 };
 use switchyard_provider::{RemoteState, RemoteStatus};
-use switchyard_store::StoreError;
+use switchyard_store::{Lease, StoreError};
+
+/// Who writes a job's change: the daemon that holds the job (fenced on its
+/// lease, so a daemon whose lease expired cannot overwrite what the daemon
+/// that took over did), or a user's command, which any daemon carries out.
+#[derive(Clone, Copy)]
+pub(crate) enum By<'a> {
+    Owner(&'a Lease),
+    User,
+}
 
 /// How a job leaves `submitting` without a provider id.
 pub(crate) enum Leave {
@@ -28,6 +37,30 @@ pub(crate) enum Leave {
 }
 
 impl Shared {
+    /// Writes `change` as `by`: fenced for the job's owner, plain for a
+    /// user's command.
+    pub(crate) async fn write(
+        &self,
+        by: By<'_>,
+        key: &str,
+        expect: JobState,
+        change: Change,
+    ) -> Result<Job, StoreError> {
+        match by {
+            By::Owner(lease) => self.store.apply_owned(lease, key, expect, change).await,
+            By::User => self.store.apply(key, expect, change).await,
+        }
+    }
+
+    /// A 429: this daemon cools the provider down at once, and the store
+    /// holds it for every daemon (and across a restart) as long.
+    pub(crate) async fn rate_limited(&self, p: &ProviderRt, retry_after: Option<Duration>) {
+        let wait = p.cool_down(retry_after);
+        if let Err(e) = self.store.hold(&p.name, wait).await {
+            self.store_failed(&format!("recording the cool-down of {}", p.name), &e);
+        }
+    }
+
     /// Starts the download of a completed job's outputs, if configured.
     pub(crate) fn download(self: &Arc<Self>, job: &Job) {
         if let Some(d) = self.downloads.clone() {
@@ -56,7 +89,14 @@ impl Shared {
     /// failed, the slot is given back all the same and the job stays where
     /// it was in the store, where the next start reconciles it. If the job
     /// was moved meanwhile (a cancel), whoever moved it gave the slot back.
-    pub(crate) async fn leave(&self, p: &ProviderRt, key: &str, from: JobState, how: Leave) {
+    pub(crate) async fn leave(
+        &self,
+        p: &ProviderRt,
+        key: &str,
+        from: JobState,
+        how: Leave,
+        by: By<'_>,
+    ) {
         let change = match how {
             Leave::Requeue { why, held } => {
                 if held.is_some() {
@@ -72,7 +112,7 @@ impl Shared {
             Leave::Fail(err) => {
                 tracing::warn!(%key, code = %err.code, "job failed: {}", err.message);
                 let note = format!("{}: {}", err.code, err.message);
-                let fallback = crate::fallback::after_failure(p, &err);
+                let fallback = crate::fallback::after_failure(&*p.adapter, &err);
                 let change = Change::to(JobState::Failed, note)
                     .ledger(LedgerOp::Release)
                     .patch(Patch {
@@ -89,7 +129,7 @@ impl Shared {
                 ..Patch::default()
             }),
         };
-        match self.store.apply(key, from, change).await {
+        match self.write(by, key, from, change).await {
             Ok(job) => {
                 self.durable("recording the end of a submission").await;
                 if job.provider != p.name {
@@ -97,28 +137,48 @@ impl Shared {
                 }
             }
             Err(e) if e.is_state_mismatch() => return,
+            Err(StoreError::LeaseLost { .. }) => return self.lost(key, &p.name),
             Err(e) => self.store_failed(&format!("moving job {key} out of {from}"), &e),
         }
         self.release(p, key);
     }
 
-    /// A job this engine no longer works on: its slot back, the dispatcher
-    /// woken, the poll schedule dropped.
+    /// A fenced write found `key` held by another daemon (this one's lease
+    /// had expired and the job was taken over): it is no longer followed
+    /// here, and nothing is written or retried for it.
+    pub(crate) fn lost(&self, key: &str, provider: &str) {
+        tracing::info!(%key, %provider, "job taken over by another daemon: no longer followed here");
+        let _ = self.sched.send(Sched::Untrack { key: key.into() });
+        if let Some(p) = self.providers.get(provider) {
+            p.release_slot();
+        }
+    }
+
+    /// A job this engine no longer works on: the dispatcher woken (a slot
+    /// may be free), the poll schedule dropped.
     pub(crate) fn release(&self, p: &ProviderRt, key: &str) {
         p.release_slot();
-        p.wake.notify_one();
         let _ = self.sched.send(Sched::Untrack { key: key.into() });
     }
 
     /// Records what the provider said about a job in state `from`. Returns
     /// the job's new state, or `None` if the store refused (e.g. the job was
-    /// cancelled meanwhile) or failed.
+    /// cancelled meanwhile, or another daemon holds it now) or failed.
+    ///
+    /// With `output_dir` set, the owner downloads a completed job's outputs
+    /// before it records the completion, with the files in the same write:
+    /// the fenced write then decides which daemon's download counts (a
+    /// daemon that lost the job to another writes nothing and lists
+    /// nothing in the manifest), and a daemon that dies mid-download leaves
+    /// the job live, to be polled and downloaded again by whoever follows
+    /// it next.
     pub(crate) async fn record(
         self: &Arc<Self>,
         p: &ProviderRt,
         key: &str,
         from: JobState,
         st: RemoteStatus,
+        by: By<'_>,
     ) -> Option<JobState> {
         let to: JobState = st.state.into();
         let note = match &st.error {
@@ -149,33 +209,49 @@ impl Shared {
                 return None;
             }
         };
+        let downloads = match (&self.downloads, by) {
+            (Some(d), By::Owner(_)) if to == JobState::Completed && !st.output_urls.is_empty() => {
+                Some(d)
+            }
+            _ => None,
+        };
+        let mut patch = patch;
+        if let Some(d) = downloads {
+            patch.output_files = Some(d.fetch_all(key, &st.output_urls).await);
+        }
         let mut change = Change::to(to, note).ledger(ledger).patch(patch);
         if to == JobState::Failed {
             // The provider says the job failed: nothing runs there any more.
             change = change.fallback(FallbackOn::Failed);
         }
-        let job = match self.store.apply(key, from, change).await {
+        let job = match self.write(by, key, from, change).await {
             Ok(job) => job,
             Err(e) if e.is_state_mismatch() => return None,
+            Err(StoreError::LeaseLost { .. }) => {
+                self.lost(key, &p.name);
+                return None;
+            }
             Err(e) => {
                 self.store_failed(&format!("recording the status of {key}"), &e);
                 return None;
             }
         };
-        if from == JobState::Submitting || to != from {
+        let durable = if from == JobState::Submitting || to != from {
             // Not durable: the job stays tracked (the write is staged and a
             // later sync may succeed); health says the store is failing.
-            self.durable("recording a status").await;
-        }
+            self.durable("recording a status").await
+        } else {
+            true
+        };
         if job.provider != p.name {
             self.release(p, key);
             self.hopped(&p.name, &job);
         } else if job.state.is_terminal() {
             p.release_slot();
-            p.wake.notify_one();
             tracing::info!(%key, state = %job.state, "job finished");
-            if job.state == JobState::Completed && !job.output_urls.is_empty() {
-                self.download(&job);
+            // The manifest names only files a restart will not forget.
+            if let (Some(d), true) = (downloads, durable) {
+                d.append_manifest(&job).await;
             }
         } else if from == JobState::Submitting || from == JobState::Uncertain {
             self.track(&job, &st.provider_job_id);

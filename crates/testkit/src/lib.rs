@@ -23,6 +23,7 @@ mod api;
 mod batch;
 mod config;
 mod daemon;
+pub mod pg;
 pub mod procfs;
 mod sim;
 

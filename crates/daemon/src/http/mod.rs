@@ -54,6 +54,7 @@ pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
         .route("/v1/providers/{name}/resume", post(operator::resume))
         .route("/v1/plan", post(operator::plan))
         .route("/v1/jobs/{key}/adopt", post(operator::adopt))
+        .route("/v1/daemons", get(daemons))
         .route("/webhooks/{provider}", post(webhook))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -166,6 +167,14 @@ async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
 
 async fn providers(State(rt): State<Engine>) -> Result<Json<Vec<ProviderView>>, ApiError> {
     Ok(Json(rt.providers().await?))
+}
+
+/// The daemons whose lease is live on the store (the fleet's; on sled,
+/// this one).
+async fn daemons(
+    State(rt): State<Engine>,
+) -> Result<Json<Vec<switchyard_api::DaemonView>>, ApiError> {
+    Ok(Json(rt.daemons().await?))
 }
 
 async fn metrics(State(rt): State<Engine>) -> Result<Response, ApiError> {

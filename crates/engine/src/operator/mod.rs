@@ -7,6 +7,7 @@
 mod plan;
 
 use crate::limits::{jitter, read, ProviderRt};
+use crate::record::By;
 use crate::{Engine, EngineError, Shared};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -192,8 +193,9 @@ impl Engine {
             limit: None,
         })
         .patch(patch);
-        s.store
-            .apply(key, JobState::Uncertain, change)
+        // An uncertain job is held by no one: this daemon takes it on.
+        let gen = s.gen();
+        s.write(By::Owner(&gen.lease), key, JobState::Uncertain, change)
             .await
             .map_err(|e| match e {
                 e if e.is_state_mismatch() => EngineError::Conflict(format!(
@@ -206,11 +208,11 @@ impl Engine {
             return Err(e.into());
         }
         s.health.ok();
-        p.in_flight.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%key, provider = %p.name, %id, "uncertain job adopted by user");
         // What the provider said just now counts as the first poll.
         if let Some(st) = answer {
-            s.record(&p, key, JobState::Pending, st).await;
+            s.record(&p, key, JobState::Pending, st, By::Owner(&gen.lease))
+                .await;
         }
         let job = s.job_or_not_found(key).await?;
         if job.state.is_live() {
