@@ -311,6 +311,66 @@ async fn only_jobs_that_asked_leave_a_provider_out_of_budget() {
     common::sigterm(d.child());
 }
 
+/// `fallback_on = ["paused"]`: while a user pauses a provider, a job that
+/// asked moves to its fallback and completes there; one that did not ask
+/// waits, held by the pause, and nothing reaches the paused provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_pause_sends_on_only_the_jobs_that_asked() {
+    let sim = common::sim(QUICK).await;
+    let env = write_config(
+        &sim,
+        &[
+            P {
+                name: "ugen",
+                kind: ProviderKind::Ugen,
+                extra: POLL,
+            },
+            P {
+                name: "viggle",
+                kind: ProviderKind::Viggle,
+                extra: POLL,
+            },
+        ],
+        "",
+    );
+    let mut d = common::spawn(&env, &[]);
+    let out = cli(&env.url, &["pause", "ugen"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ugen = common::params(ProviderKind::Ugen, 1);
+    let viggle = common::params(ProviderKind::Viggle, 1);
+    let batch = write(
+        env.dir.path(),
+        "batch.toml",
+        &format!("[[jobs]]\nkey = \"stays\"\nprovider = \"ugen\"\nparams = {ugen}\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n\n[[jobs]]\nkey = \"moves\"\nprovider = \"ugen\"\nparams = {ugen}\nfallback_on = [\"paused\"]\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n"),
+    );
+    let out = cli(&env.url, &["submit", batch.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let moved = wait_for(
+        &env.url,
+        "moves",
+        |j| j.state.is_terminal(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        (moved.state, moved.provider.as_str()),
+        (JobState::Completed, "viggle")
+    );
+    assert_eq!(moved.tried[0].why, FallbackOn::Paused);
+    let stays = wait_for(&env.url, "stays", |_| true, Duration::from_secs(1)).await;
+    assert_eq!(
+        (stays.state, stays.provider.as_str(), stays.held_by),
+        (
+            JobState::Queued,
+            "ugen",
+            Some(switchyard_core::HeldBy::Paused)
+        ),
+        "{stays:?}"
+    );
+    assert_eq!(sim.stats().provider(ProviderKind::Ugen).create_requests, 0);
+    common::sigterm(d.child());
+}
+
 /// A fallback is checked at intake like the first choice: one naming a
 /// provider that is not configured, or with params its provider refuses,
 /// rejects the batch whole with the line of that fallback; nothing is
