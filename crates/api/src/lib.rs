@@ -7,12 +7,16 @@
 //! (docs/CONTRACT.md): add fields, never rename or remove one.
 
 pub mod batch;
+pub mod bulk;
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::limits::RateLimit;
 use switchyard_core::{Job, JobSpec, Transition};
 
 pub use batch::Problem;
+pub use bulk::{
+    BatchUpload, BulkAction, BulkAnswer, BulkFailure, BulkFilter, BulkPreview, BulkRequest,
+};
 
 /// A batch as sent over HTTP: the jobs of one file.
 #[derive(Debug, Serialize, Deserialize)]

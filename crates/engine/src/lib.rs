@@ -16,14 +16,18 @@
 //! [`Engine::health`] reports the store as failing until a sync succeeds.
 
 mod anomaly;
+mod bulk;
 mod commands;
 pub mod config;
 mod dispatch;
 mod error;
+pub mod events;
 mod health;
 pub mod inbox;
 mod limits;
+mod live;
 mod metrics;
+pub mod paging;
 mod poller;
 mod record;
 mod results;
@@ -35,6 +39,7 @@ pub use commands::WebhookOutcome;
 pub use config::{EngineConfig, ProviderLimits, ProviderSetup};
 pub use error::EngineError;
 pub use health::Health;
+pub use live::Output;
 pub use metrics::{HistogramValues, MetricsSnapshot, ProviderCounters};
 
 use limits::ProviderRt;
@@ -72,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) lease: Lease,
     pub(crate) health: health::StoreHealth,
     pub(crate) metrics: metrics::Metrics,
+    /// Where writes and live progress are announced to open pages.
+    pub(crate) events: events::Hub,
 }
 
 /// How long a lease holds without renewal (a fleet backend takes over a
@@ -106,6 +113,7 @@ impl Engine {
             )),
             None => None,
         };
+        let (store, events) = events::observe(store);
         let lease = store.renew(&Owner(cfg.owner), LEASE_TTL).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -118,6 +126,7 @@ impl Engine {
             lease,
             health: health::StoreHealth::default(),
             metrics: metrics::Metrics::default(),
+            events,
         });
         tokio::spawn(poller::scheduler(shared.clone(), rx));
         shared.recover().await?;

@@ -49,6 +49,11 @@ impl Downloader {
         })
     }
 
+    /// Where results are downloaded to.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Downloads every output of a completed job, records the files on the
     /// job and appends the job to the manifest.
     pub(crate) async fn fetch_job(&self, s: &Shared, job: &Job) {
@@ -191,7 +196,7 @@ fn content_range_start(h: &reqwest::header::HeaderMap) -> Option<u64> {
 
 /// `<key>.<ext>` for the main video, `<key>-<n>.<ext>` for the others
 /// (Viggle's mask).
-fn file_name(key: &str, index: usize, url: &str) -> String {
+pub(crate) fn file_name(key: &str, index: usize, url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let ext = path
         .rsplit('/')

@@ -11,7 +11,7 @@
 //! `guard.rs`.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -20,12 +20,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 use switchyard_api::batch;
-use switchyard_api::{ErrorBody, ErrorDetail, ProviderView};
-use switchyard_core::JobState;
+use switchyard_api::ProviderView;
 use switchyard_engine::{Engine, EngineError, Health, WebhookOutcome};
-use switchyard_store::Filter;
 
 mod auth;
+mod dashboard;
 mod errors;
 mod guard;
 mod metrics;
@@ -41,11 +40,12 @@ pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/v1/jobs", get(list_jobs).post(post_jobs))
+        .route("/v1/jobs", get(dashboard::list_jobs).post(post_jobs))
         .route("/v1/jobs/{key}", get(get_job).delete(cancel_job))
         .route("/v1/jobs/{key}/retry", post(retry_job))
         .route("/v1/providers", get(providers))
         .route("/webhooks/{provider}", post(webhook))
+        .merge(dashboard::routes(auth.clone()))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(json_errors))
@@ -69,32 +69,6 @@ async fn healthz(State(rt): State<Engine>) -> Response {
                 .into_response()
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-    provider: Option<String>,
-}
-
-async fn list_jobs(
-    State(rt): State<Engine>,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    let state = match q.state.as_deref() {
-        Some(s) => Some(
-            s.parse::<JobState>()
-                .map_err(|m| ApiError::new(400, "bad_request", m))?,
-        ),
-        None => None,
-    };
-    let jobs = rt
-        .jobs(&Filter {
-            state,
-            provider: q.provider,
-        })
-        .await?;
-    Ok(Json(jobs).into_response())
 }
 
 async fn get_job(State(rt): State<Engine>, Path(key): Path<String>) -> Result<Response, ApiError> {
@@ -141,18 +115,7 @@ async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
     };
     match outcome {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
-        Err(EngineError::Invalid(problems)) => {
-            let n = problems.len();
-            let body = ErrorBody {
-                error: ErrorDetail {
-                    code: "invalid_batch".into(),
-                    message: format!("the batch was rejected whole: {n} problem(s)"),
-                    problems: Some(problems),
-                },
-            };
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
-        }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => errors::batch_error(e),
     }
 }
 

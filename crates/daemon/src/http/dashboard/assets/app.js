@@ -1,0 +1,548 @@
+// Switchyard dashboard. The server renders every piece of HTML (escaped by
+// construction); this script fetches those fragments, swaps them in again
+// when the event stream says something changed (falling back to polling
+// while the stream is down), and sends the page's actions as JSON.
+
+const $ = (sel, el = document) => el.querySelector(sel);
+const view = document.body.dataset.view;
+const jobKey = document.body.dataset.key;
+const enc = encodeURIComponent;
+
+// Polling cadence while the event stream is down.
+const POLL_MS = 5000;
+
+class AuthNeeded extends Error {}
+
+// --- calls -------------------------------------------------------------
+
+async function api(method, url, body) {
+  const opt = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    opt.headers["Content-Type"] = "application/json";
+    opt.body = JSON.stringify(body);
+  }
+  const r = await fetch(url, opt);
+  if (r.status === 401 && url !== "/v1/session") {
+    showLogin();
+    throw new AuthNeeded("token needed");
+  }
+  const type = r.headers.get("content-type") || "";
+  const data = type.startsWith("application/json") ? await r.json() : null;
+  if (!r.ok) {
+    const e = new Error((data && data.error && data.error.message) || `${r.status} ${r.statusText}`);
+    e.status = r.status;
+    e.code = data && data.error && data.error.code;
+    e.body = data;
+    throw e;
+  }
+  return data;
+}
+
+function say(text, el = $("#action-msg")) {
+  if (el) el.textContent = text;
+}
+
+// --- fragments -----------------------------------------------------------
+
+// Each region's fragment URL, with the jobs table's query string.
+function fragmentUrl(el) {
+  const src = el.dataset.src;
+  if (el.id === "jobs-body" || el.id === "filters") {
+    const qs = new URLSearchParams(location.search).toString();
+    return qs ? `${src}?${qs}` : src;
+  }
+  return src;
+}
+
+const regions = new Map();
+
+function region(el) {
+  if (!regions.has(el.id)) {
+    regions.set(el.id, { el, busy: false, again: false, last: 0, took: 0, timer: null });
+  }
+  return regions.get(el.id);
+}
+
+// Something that identifies the focused control across a swap.
+function focusKey(el) {
+  if (!el || el === document.body) return null;
+  for (const a of ["id", "data-act", "data-offset", "data-provider-act", "href"]) {
+    if (el.hasAttribute(a)) {
+      return { a, v: el.getAttribute(a), key: el.getAttribute("data-key") || el.getAttribute("data-provider") };
+    }
+  }
+  return null;
+}
+
+function refocus(root, f) {
+  if (!f) return;
+  const all = root.querySelectorAll(`[${f.a}]`);
+  for (const el of all) {
+    const key = el.getAttribute("data-key") || el.getAttribute("data-provider");
+    if (el.getAttribute(f.a) === f.v && key === f.key) {
+      el.focus({ preventScroll: true });
+      return;
+    }
+  }
+}
+
+// Swaps in new HTML, keeping playing videos (same source) as they are.
+function swap(el, html) {
+  const t = document.createElement("template");
+  t.innerHTML = html;
+  for (const v of t.content.querySelectorAll("video")) {
+    const old = [...el.querySelectorAll("video")].find((o) => o.getAttribute("src") === v.getAttribute("src"));
+    if (old) v.replaceWith(old);
+  }
+  const focused = el.contains(document.activeElement) ? focusKey(document.activeElement) : null;
+  el.replaceChildren(t.content);
+  refocus(el, focused);
+}
+
+async function load(id) {
+  const el = document.getElementById(id);
+  if (!el || el.hidden) return;
+  const r = region(el);
+  if (r.busy) {
+    r.again = true;
+    return;
+  }
+  r.busy = true;
+  el.setAttribute("aria-busy", "true");
+  const started = performance.now();
+  try {
+    const resp = await fetch(fragmentUrl(el), { credentials: "same-origin" });
+    if (resp.status === 401) {
+      showLogin();
+      return;
+    }
+    if (!resp.ok) {
+      let msg = `${resp.status} ${resp.statusText}`;
+      try {
+        msg = (await resp.json()).error.message;
+      } catch (_) {}
+      const p = document.createElement("p");
+      p.setAttribute("role", "alert");
+      p.textContent = msg;
+      el.replaceChildren(p);
+      return;
+    }
+    swap(el, await resp.text());
+    if (id === "overview-body") startCountdowns(el);
+  } catch (e) {
+    setLive("offline: the daemon does not answer");
+  } finally {
+    r.took = performance.now() - started;
+    r.last = performance.now();
+    r.busy = false;
+    el.removeAttribute("aria-busy");
+    if (r.again) {
+      r.again = false;
+      schedule(id);
+    }
+  }
+}
+
+// At most one fetch of a region at a time, spaced by a few times what the
+// last one took (a table of 100,000 jobs costs more than one of 50).
+function schedule(id) {
+  const el = document.getElementById(id);
+  if (!el) return;
+  const r = region(el);
+  if (r.timer) return;
+  const gap = Math.max(300, 3 * r.took);
+  const wait = Math.max(0, r.last + gap - performance.now());
+  r.timer = setTimeout(() => {
+    r.timer = null;
+    load(id);
+  }, wait);
+}
+
+function regionIds() {
+  return view === "job" ? ["job-body"] : ["overview-body", "jobs-body"];
+}
+
+function refreshAll() {
+  for (const id of regionIds()) schedule(id);
+  if (view !== "job") loadFleet();
+}
+
+// --- live ----------------------------------------------------------------
+
+let stream = null;
+let pollTimer = null;
+
+function setLive(text) {
+  const el = $("#live");
+  if (el) el.textContent = text;
+}
+
+function onChange(keys) {
+  if (view === "job") {
+    if (!keys || keys.includes(jobKey)) schedule("job-body");
+    return;
+  }
+  schedule("overview-body");
+  schedule("jobs-body");
+}
+
+function connect() {
+  if (stream) stream.close();
+  stream = new EventSource("/v1/events");
+  stream.addEventListener("open", () => {
+    setLive("● live");
+    stopPolling();
+    refreshAll();
+  });
+  stream.addEventListener("jobs", (e) => {
+    let keys = null;
+    try {
+      keys = JSON.parse(e.data).keys;
+    } catch (_) {}
+    onChange(keys);
+  });
+  stream.addEventListener("resync", () => onChange(null));
+  stream.addEventListener("error", () => {
+    setLive("○ stream down: polling every 5 s");
+    startPolling();
+  });
+}
+
+function startPolling() {
+  if (pollTimer) return;
+  pollTimer = setInterval(async () => {
+    refreshAll();
+    // A stream the browser gave up on (the daemon restarted, or refused
+    // it) is opened anew once the daemon answers again.
+    if (!stream || stream.readyState === EventSource.CLOSED) {
+      try {
+        const r = await fetch("/healthz", { credentials: "same-origin" });
+        if (r.ok) connect();
+      } catch (_) {}
+    }
+  }, POLL_MS);
+}
+
+function stopPolling() {
+  if (pollTimer) clearInterval(pollTimer);
+  pollTimer = null;
+}
+
+// Cool-down countdowns tick on the page, from the figure of the fetch.
+let countdownTimer = null;
+
+function startCountdowns(root) {
+  const els = [...root.querySelectorAll("[data-countdown-ms]")];
+  if (countdownTimer) clearInterval(countdownTimer);
+  countdownTimer = null;
+  if (!els.length) return;
+  const t0 = performance.now();
+  countdownTimer = setInterval(() => {
+    let running = false;
+    for (const el of els) {
+      const left = Math.max(0, Number(el.dataset.countdownMs) - (performance.now() - t0));
+      el.textContent = (left / 1000).toFixed(1);
+      if (left > 0) running = true;
+    }
+    if (!running) {
+      clearInterval(countdownTimer);
+      countdownTimer = null;
+      schedule("overview-body");
+    }
+  }, 250);
+}
+
+// --- the fleet ----------------------------------------------------------
+
+async function loadFleet() {
+  const section = $("#fleet");
+  if (!section) return;
+  try {
+    const r = await fetch("/v1/daemons", { credentials: "same-origin" });
+    if (!r.ok) {
+      section.hidden = true;
+      return;
+    }
+    const list = await r.json();
+    const ul = $("#fleet-list");
+    ul.replaceChildren(
+      ...list.map((d) => {
+        const li = document.createElement("li");
+        const secs = Math.round(d.expires_in_ms / 1000);
+        li.textContent = `${d.this ? "● this daemon: " : "○ "}${d.owner} (epoch ${d.epoch}), lease good for ${secs} s`;
+        return li;
+      }),
+    );
+    section.hidden = list.length === 0;
+  } catch (_) {
+    section.hidden = true;
+  }
+}
+
+// --- the token -----------------------------------------------------------
+
+function showLogin() {
+  const login = $("#login");
+  if (!login || !login.hidden) return;
+  for (const s of document.querySelectorAll("main > section, main > p")) s.hidden = s !== login;
+  login.hidden = false;
+  if (stream) stream.close();
+  stream = null;
+  stopPolling();
+  setLive("token needed");
+  $("#token").focus();
+}
+
+function hideLogin() {
+  for (const s of document.querySelectorAll("main > section, main > p")) s.hidden = s.id === "login";
+  $("#login").hidden = true;
+  if (view !== "job") $("#fleet").hidden = true;
+}
+
+async function signIn(e) {
+  e.preventDefault();
+  const token = $("#token").value;
+  try {
+    await api("POST", "/v1/session", { token });
+    $("#token").value = "";
+    say("", $("#login-msg"));
+    hideLogin();
+    start();
+  } catch (err) {
+    say(err.status === 401 ? "That is not the daemon's token." : err.message, $("#login-msg"));
+    $("#token").focus();
+  }
+}
+
+// --- actions -------------------------------------------------------------
+
+function currentFilter() {
+  const p = new URLSearchParams(location.search);
+  const f = {};
+  for (const k of ["state", "provider", "q"]) {
+    const v = (p.get(k) || "").trim();
+    if (v) f[k] = v;
+  }
+  return f;
+}
+
+function describe(f) {
+  const parts = [];
+  if (f.state) parts.push(`state ${f.state}`);
+  if (f.provider) parts.push(`provider ${f.provider}`);
+  if (f.q) parts.push(`key or id containing "${f.q}"`);
+  return parts.length ? parts.join(", ") : "no filter: every job";
+}
+
+function confirmBox(text) {
+  const dialog = $("#confirm");
+  $("#confirm-text").textContent = text;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("#confirm-ok").focus();
+  });
+}
+
+async function bulk(action) {
+  const f = currentFilter();
+  const verb = action === "cancel" ? "Cancel" : "Retry";
+  try {
+    let { count } = await api("GET", `/v1/bulk/${action}?${new URLSearchParams(f)}`);
+    for (let tries = 0; tries < 3; tries++) {
+      if (count === 0) {
+        say(`No job matching (${describe(f)}) can be ${action === "cancel" ? "cancelled" : "retried"}.`);
+        return;
+      }
+      const ok = await confirmBox(
+        `${verb} ${count} job${count === 1 ? "" : "s"}? This applies to every job matching the filter (${describe(f)}), not only the rows shown.`,
+      );
+      if (!ok) {
+        say("Nothing was changed.");
+        return;
+      }
+      try {
+        say(`${verb}ing ${count} job${count === 1 ? "" : "s"}…`);
+        const a = await api("POST", `/v1/bulk/${action}`, { ...f, count });
+        let text = `${verb}: ${a.done} of ${a.matched} done.`;
+        if (a.failed_total) {
+          text += ` ${a.failed_total} could not be changed: ` + a.failed.map((x) => `${x.key} (${x.message})`).join("; ");
+        }
+        say(text);
+        refreshAll();
+        return;
+      } catch (e) {
+        if (e.code !== "count_changed") throw e;
+        // The matching jobs changed since the count was shown: ask again
+        // with the new count rather than act on a number not agreed to.
+        ({ count } = await api("GET", `/v1/bulk/${action}?${new URLSearchParams(f)}`));
+        say(`The filter now matches ${count} job(s): nothing was done yet.`);
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof AuthNeeded)) say(`${verb} failed: ${e.message}`);
+  }
+}
+
+async function jobAction(act, key) {
+  const url = act === "cancel" ? `/v1/jobs/${enc(key)}` : `/v1/jobs/${enc(key)}/retry`;
+  try {
+    const j = await api(act === "cancel" ? "DELETE" : "POST", url, act === "cancel" ? undefined : {});
+    say(`${key}: now ${j.state}.`);
+  } catch (e) {
+    if (!(e instanceof AuthNeeded)) say(`${key}: ${e.message}`);
+  }
+  refreshAll();
+}
+
+async function providerAction(act, name) {
+  try {
+    await api("POST", `/v1/providers/${enc(name)}/${act}`, {});
+    say(`${name}: ${act === "pause" ? "paused" : "resumed"}.`);
+  } catch (e) {
+    if (e instanceof AuthNeeded) return;
+    say(e.status === 404 || e.status === 405 ? `${name}: this daemon cannot ${act} providers yet.` : `${name}: ${e.message}`);
+  }
+  schedule("overview-body");
+}
+
+async function adopt(form) {
+  const key = form.dataset.key;
+  const id = form.elements.provider_job_id.value.trim();
+  try {
+    await api("POST", `/v1/jobs/${enc(key)}/adopt`, { provider_job_id: id });
+    say(`${key}: adopted ${id}.`);
+  } catch (e) {
+    if (e instanceof AuthNeeded) return;
+    say(e.status === 404 && e.code !== "not_found" ? "This daemon cannot adopt jobs yet." : `${key}: ${e.message}`);
+  }
+  schedule("job-body");
+}
+
+function applyFilter(form) {
+  const p = new URLSearchParams();
+  for (const [k, v] of new FormData(form)) {
+    const t = String(v).trim();
+    if (t && !(k === "sort" && t === "seq") && !(k === "dir" && t === "asc")) p.set(k, t);
+  }
+  history.replaceState(null, "", `/?${p}#jobs`);
+  load("jobs-body");
+}
+
+function page(offset) {
+  const p = new URLSearchParams(location.search);
+  if (Number(offset) > 0) p.set("offset", offset);
+  else p.delete("offset");
+  history.replaceState(null, "", `/?${p}#jobs`);
+  load("jobs-body");
+}
+
+// --- upload --------------------------------------------------------------
+
+function base64(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+async function upload(file) {
+  const out = $("#upload-result");
+  out.replaceChildren();
+  const head = document.createElement("p");
+  out.append(head);
+  head.textContent = `Checking ${file.name}…`;
+  try {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const a = await api("POST", "/v1/batches", { name: file.name, base64: base64(bytes) });
+    head.textContent = `${file.name}: ${a.accepted} job(s) queued, ${a.already_known} already known.`;
+    refreshAll();
+  } catch (e) {
+    if (e instanceof AuthNeeded) return;
+    if (e.code !== "invalid_batch") {
+      head.textContent = `${file.name}: ${e.message}`;
+      return;
+    }
+    const problems = e.body.error.problems || [];
+    head.textContent = `${file.name} was not queued (nothing of it was): ${problems.length} problem(s).`;
+    head.setAttribute("role", "alert");
+    const ul = document.createElement("ul");
+    ul.className = "problems";
+    for (const p of problems) {
+      const li = document.createElement("li");
+      const at = p.line ? `line ${p.line}${p.column ? `, column ${p.column}` : ""}` : "file";
+      li.textContent = `${at}: ${p.key ? `job "${p.key}": ` : ""}${p.message}`;
+      ul.append(li);
+    }
+    out.append(ul);
+  }
+}
+
+function wireUpload() {
+  const drop = $("#drop");
+  const input = $("#batch-file");
+  if (!drop) return;
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const f = e.dataTransfer.files[0];
+    if (f) upload(f);
+  });
+  input.addEventListener("change", () => {
+    if (input.files[0]) upload(input.files[0]);
+    input.value = "";
+  });
+}
+
+// --- wiring --------------------------------------------------------------
+
+document.addEventListener("click", (e) => {
+  const b = e.target.closest("button");
+  if (!b || b.disabled) return;
+  if (b.dataset.act) jobAction(b.dataset.act, b.dataset.key);
+  else if (b.dataset.providerAct) providerAction(b.dataset.providerAct, b.dataset.provider);
+  else if (b.dataset.bulk) bulk(b.dataset.bulk);
+  else if (b.dataset.offset !== undefined) page(b.dataset.offset);
+});
+
+document.addEventListener("submit", (e) => {
+  const f = e.target;
+  if (f.id === "filter-form") {
+    e.preventDefault();
+    applyFilter(f);
+  } else if (f.id === "adopt-form") {
+    e.preventDefault();
+    adopt(f);
+  } else if (f.id === "login-form") {
+    signIn(e);
+  } else if (f.id === "upload") {
+    e.preventDefault();
+  }
+});
+
+// "/" jumps to the search box, as on many sites.
+document.addEventListener("keydown", (e) => {
+  if (e.key === "/" && !/INPUT|SELECT|TEXTAREA/.test(document.activeElement.tagName)) {
+    const q = $("#f-q");
+    if (q) {
+      e.preventDefault();
+      q.focus();
+    }
+  }
+});
+
+function start() {
+  if (view !== "job") load("filters");
+  refreshAll();
+  connect();
+}
+
+wireUpload();
+start();
