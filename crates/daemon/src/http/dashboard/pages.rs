@@ -298,7 +298,7 @@ fn job_row(j: &Job) -> Markup {
             }
             td { (progress(j)) }
             td { (j.attempts) }
-            td { time datetime=(j.updated_at) { (short_time(&j.updated_at)) } }
+            td { time datetime=(j.updated_at) title=(j.updated_at) { (short_time(&j.updated_at)) } }
             td.actions { (actions(j)) }
         }
     }
@@ -335,9 +335,9 @@ fn actions(j: &Job) -> Markup {
     }
 }
 
-/// `2026-11-30T12:34:56.789Z` as `11-30 12:34:56`.
-fn short_time(at: &str) -> &str {
-    at.get(5..19).unwrap_or(at)
+/// `2026-11-30T12:34:56.789Z` as `11-30 12:34:56` (UTC).
+fn short_time(at: &str) -> String {
+    at.get(5..19).unwrap_or(at).replacen('T', " ", 1)
 }
 
 /// A provider's view with what the overview adds to it.
