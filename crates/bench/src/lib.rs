@@ -3,6 +3,8 @@
 //!
 //! - [`batch`]: peak memory of `check` on a large batch file, as a multiple
 //!   of the file's size;
+//! - [`dashboard`]: the jobs page's answer time with a large store, beside
+//!   listing every job, and an idle daemon's CPU with an event stream open;
 //! - [`poll`]: polls per job and finish-to-known delay of the poll plan vs
 //!   fixed intervals, in virtual time (no daemon, no network);
 //! - [`scale`]: throughput, memory, idle CPU and restart time of the real
@@ -14,6 +16,7 @@
 //! `switchyard-testkit`, the harness the end-to-end tests use.
 
 pub mod batch;
+pub mod dashboard;
 pub mod poll;
 pub mod poll_learned;
 pub mod poll_plot;
