@@ -651,3 +651,45 @@ async fn jobs_are_paged_searched_and_bulk_actions_need_the_count() {
     assert_eq!(none.status(), 404);
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_when_the_stream_drops_and_catches_up_after() {
+    let sim = sim(SCENARIO).await;
+    let env = config(&sim, "");
+    let mut d = spawn(&env, &[]);
+    let Some(b) = browser().await else { return };
+    let url = d.url().to_string();
+    b.client.goto(&format!("{url}/")).await.unwrap();
+    b.wait_for(
+        "the stream",
+        "return document.querySelector('#live').innerText.includes('live')",
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    b.eval("window.__noReload = true; return true")
+        .await
+        .unwrap();
+    d.stop(Duration::from_secs(20)).unwrap();
+    b.wait_for(
+        "the page to say the stream is down",
+        "return document.querySelector('#live').innerText.includes('stream down')",
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    let d2 = spawn(&env, &[]);
+    submit(d2.url(), "after-restart", 1, serde_json::json!({})).await;
+    b.wait_for(
+        "the new job's row, and the stream back",
+        "return !!document.querySelector('#jobs-body tr[data-key=\"after-restart-000\"]')\
+         && document.querySelector('#live').innerText.includes('live')",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let same = b.eval("return window.__noReload === true").await.unwrap();
+    assert_eq!(same, true, "the page caught up without a reload");
+    b.close().await;
+    drop(d2);
+}
