@@ -572,3 +572,116 @@ pub(super) fn job(d: &JobDetail, outputs: &[Output]) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use switchyard_core::JobSpec;
+
+    fn view(name: &str) -> ProviderView {
+        ProviderView {
+            name: name.into(),
+            kind: "viggle".into(),
+            rate_limit: RateLimit {
+                per_second: Some(2),
+                per_minute: None,
+                burst: Some(5),
+            },
+            max_in_flight: 10,
+            in_flight: 3,
+            budget_credits: Some(1000),
+            budget_period: Some("2026-12".into()),
+            budget_used: 400,
+            budget_reserved: 100,
+            budget_left: Some(500),
+            paused: false,
+            paused_by: None,
+            cooldown_ms: None,
+            health: "ok".into(),
+            queued: 7,
+            requests: 12,
+            rate_limited: 0,
+            unexpected_answers: 0,
+            poll_classes: vec![],
+        }
+    }
+
+    fn card_html(v: &ProviderView, rate: Option<f64>) -> String {
+        overview(&[ProviderCard {
+            view: v,
+            counts: vec![(JobState::Queued, 7)],
+            rate_in_use: rate,
+        }])
+        .into_string()
+    }
+
+    #[test]
+    fn a_provider_says_why_it_waits_in_words() {
+        let mut v = view("vg");
+        let ok = card_html(&v, Some(2.0));
+        assert!(ok.contains("dispatching") && ok.contains("3 / 10"), "{ok}");
+        assert!(ok.contains("400 used, 100 reserved, 500 left of 1,000 (2026-12)"));
+        assert!(ok.contains("2.00 req/s in use of 2.00 configured (2/s, burst 5)"));
+        assert!(!ok.contains("throttled"));
+        assert!(card_html(&v, Some(0.5)).contains("throttled after 429s"));
+        v.cooldown_ms = Some(12_300);
+        let cooling = card_html(&v, Some(1.0));
+        assert!(
+            cooling.contains("cooling down after a 429")
+                && cooling.contains(r#"data-countdown-ms="12300""#)
+                && cooling.contains("12.3"),
+            "{cooling}"
+        );
+        v.cooldown_ms = None;
+        v.paused = true;
+        v.paused_by = Some("credits".into());
+        let broke = card_html(&v, None);
+        assert!(broke.contains("out of credits (402)"), "{broke}");
+        assert!(broke.contains(r#"data-provider-act="pause""#) && broke.contains("disabled"));
+        v.paused_by = Some("user".into());
+        let user = card_html(&v, None);
+        assert!(
+            user.contains("paused by a user") && user.contains("Resume vg"),
+            "{user}"
+        );
+    }
+
+    fn job(key: &str, state: JobState) -> Job {
+        let spec = JobSpec {
+            key: key.into(),
+            provider: "vg".into(),
+            priority: 0,
+            params: serde_json::json!({}),
+        };
+        let mut j = Job::from_spec(spec, 1, "2026-12-01T10:00:00.000Z");
+        j.state = state;
+        j
+    }
+
+    #[test]
+    fn rows_escape_keys_and_say_what_to_do_about_an_uncertain_job() {
+        let mut queued = job("<script>alert(1)</script>", JobState::Queued);
+        queued.held_by = Some(HeldBy::Budget);
+        let uncertain = job("u-1", JobState::Uncertain);
+        let q = JobQuery::default();
+        let html = jobs(&[queued, uncertain], 2, &q, 50).into_string();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("/job/%3Cscript%3Ealert%281%29%3C%2Fscript%3E"));
+        assert!(html.contains("held by budget"));
+        assert!(html.contains("Look for it in the provider's console"));
+        // Uncertain: both ways out offered.
+        assert!(html.contains(r#"data-act="retry" data-key="u-1""#));
+        assert!(html.contains(r#"data-act="cancel" data-key="u-1""#));
+        assert!(html.contains("Jobs 1–2 of 2"));
+    }
+
+    #[test]
+    fn numbers_get_thousands_separators() {
+        assert_eq!(num(0), "0");
+        assert_eq!(num(999), "999");
+        assert_eq!(num(1000), "1,000");
+        assert_eq!(num(1234567), "1,234,567");
+    }
+}
