@@ -148,6 +148,25 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
     b.screenshot_page(&shots().join("overview.png"))
         .await
         .unwrap();
+    // Every control can be reached by the keyboard and has a name; no
+    // state is told by colour alone (each badge carries its word).
+    let unnamed = b
+        .eval(
+            "const bad = [];\
+             for (const el of document.querySelectorAll('button, input, select, a[href]')) {\
+               if (el.closest('[hidden]')) continue;\
+               const name = (el.labels && el.labels.length ? el.labels[0].innerText : '')\
+                 || el.getAttribute('aria-label') || el.innerText;\
+               if (!name.trim() || el.tabIndex < 0) bad.push(el.outerHTML.slice(0, 120));\
+             }\
+             for (const s of document.querySelectorAll('.state')) {\
+               if (!/[a-z]{4,}/.test(s.innerText)) bad.push(s.outerHTML.slice(0, 120));\
+             }\
+             return bad;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(unnamed, serde_json::json!([]), "controls without a name");
 
     // One job: its timeline and its result, a video the daemon serves.
     c.goto(&format!("{url}/job/sneaker-dance-transparent"))
