@@ -108,7 +108,11 @@ impl Changes {
     pub async fn next(&mut self) -> Option<ChangeBatch> {
         let first = loop {
             tokio::select! {
-                r = self.rx.recv() => break r,
+                r = self.rx.recv() => match r {
+                    // The engine is gone: so is every change to come.
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                    r => break r,
+                },
                 _ = self.stop.cancelled() => return None,
                 moved = fleet_moved(self.fleet, &*self.store, &mut self.last_counts) => {
                     if moved {

@@ -16,7 +16,7 @@ use super::auth::{Auth, COOKIE};
 use super::errors::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -53,9 +53,9 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 pub(super) fn routes(auth: Arc<Auth>) -> Router<Engine> {
     let session = {
         let auth = auth.clone();
-        move |headers: HeaderMap, body: axum::body::Bytes| {
+        move |body: axum::body::Bytes| {
             let auth = auth.clone();
-            async move { start_session(&auth, &headers, &body) }
+            async move { start_session(&auth, &body) }
         }
     };
     Router::new()
@@ -382,7 +382,7 @@ struct SessionBody {
 /// `POST /v1/session` `{"token"}`: a session cookie for this browser when
 /// the token is right (401 when not); `{"auth": false}` when the daemon
 /// needs no token.
-fn start_session(auth: &Auth, _headers: &HeaderMap, body: &[u8]) -> Response {
+fn start_session(auth: &Auth, body: &[u8]) -> Response {
     if !auth.enabled() {
         return Json(serde_json::json!({ "auth": false })).into_response();
     }
