@@ -310,12 +310,18 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
     .await
     .unwrap();
     let before = jobs(&url).await.len();
-    c.find(Locator::Css("#batch-file"))
-        .await
-        .unwrap()
-        .send_keys(bad.to_str().unwrap())
-        .await
-        .unwrap();
+    // Dropped on the page, as a user drags a file from their desktop.
+    let text = std::fs::read_to_string(&bad).unwrap();
+    c.execute(
+        "const dt = new DataTransfer();\
+         dt.items.add(new File([arguments[0]], 'bad-batch.toml', { type: 'text/plain' }));\
+         document.querySelector('#drop').dispatchEvent(\
+           new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));\
+         return true;",
+        vec![serde_json::json!(text)],
+    )
+    .await
+    .unwrap();
     b.wait_for(
         "the problems",
         "return document.querySelectorAll('#upload-result li').length >= 2",
@@ -340,7 +346,9 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
             .any(|p| p.starts_with("line 11") && p.contains("nosuch")),
         "{problems:?}"
     );
-    b.screenshot(&shots().join("bad-upload.png")).await.unwrap();
+    b.screenshot_page(&shots().join("bad-upload.png"))
+        .await
+        .unwrap();
     let after = jobs(&url).await;
     assert_eq!(after.len(), before, "a bad batch queues nothing");
     assert!(after.iter().all(|j| j.key != "fine-1"));

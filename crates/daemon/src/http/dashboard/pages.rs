@@ -141,16 +141,6 @@ fn index_sections() -> Markup {
             h2 #fleet-h { "Daemons" }
             ul #fleet-list {}
         }
-        section #jobs aria-labelledby="jobs-h" {
-            h2 #jobs-h { "Jobs" }
-            div #filters data-src="/ui/filters" { "Loading…" }
-            div.bulk role="group" aria-label="Act on every job the filter matches" {
-                button type="button" data-bulk="cancel" { "Cancel all matching…" }
-                button type="button" data-bulk="retry" { "Retry all matching…" }
-            }
-            p #action-msg role="status" aria-live="polite" {}
-            div #jobs-body data-src="/ui/jobs" { "Loading…" }
-        }
         section #submit aria-labelledby="submit-h" {
             h2 #submit-h { "Submit a batch" }
             form #upload {
@@ -161,6 +151,16 @@ fn index_sections() -> Markup {
                 p.hint { "Every job is checked first; nothing is queued unless all of them are valid." }
             }
             div #upload-result role="status" aria-live="polite" {}
+        }
+        section #jobs aria-labelledby="jobs-h" {
+            h2 #jobs-h { "Jobs" }
+            div #filters data-src="/ui/filters" { "Loading…" }
+            div.bulk role="group" aria-label="Act on every job the filter matches" {
+                button type="button" data-bulk="cancel" { "Cancel all matching…" }
+                button type="button" data-bulk="retry" { "Retry all matching…" }
+            }
+            p #action-msg role="status" aria-live="polite" {}
+            div #jobs-body data-src="/ui/jobs" { "Loading…" }
         }
     }
 }
