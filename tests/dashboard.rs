@@ -65,6 +65,24 @@ async fn jobs(url: &str) -> Vec<Job> {
     common::jobs(url).await
 }
 
+/// Clicks the element `css` finds; found again if the live page replaced
+/// it between the find and the click (as it may, under a user's pointer).
+async fn click(c: &fantoccini::Client, css: &str) {
+    for _ in 0..5 {
+        let el = c.find(Locator::Css(css)).await.unwrap();
+        match el.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                continue
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being replaced");
+}
+
 async fn browser() -> Option<Browser> {
     Browser::start().await.unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -216,12 +234,7 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
     )
     .await
     .unwrap();
-    c.find(Locator::Css("button[data-act='cancel'][data-key='long-1']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "button[data-act='cancel'][data-key='long-1']").await;
     b.wait_for(
         "long-1 cancelled",
         "const r = document.querySelector('#jobs-body tr[data-key=\"long-1\"]');\
@@ -240,12 +253,7 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
     )
     .await
     .unwrap();
-    c.find(Locator::Css("button[data-bulk='retry']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "button[data-bulk='retry']").await;
     b.wait_for(
         "the confirmation",
         "return document.querySelector('#confirm').open",
@@ -264,12 +272,7 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
     b.screenshot(&shots().join("bulk-confirm.png"))
         .await
         .unwrap();
-    c.find(Locator::Css("#confirm-ok"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#confirm-ok").await;
     b.wait_for(
         "the bulk answer",
         "return document.querySelector('#action-msg').innerText.includes('1 of 1 done')",
@@ -389,12 +392,7 @@ async fn with_a_token_the_page_refuses_until_given_it() {
     b.screenshot(&shots().join("token.png")).await.unwrap();
     let field = c.find(Locator::Css("#token")).await.unwrap();
     field.send_keys("not-it").await.unwrap();
-    c.find(Locator::Css("#login-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#login-form button").await;
     b.wait_for(
         "the refusal",
         "return document.querySelector('#login-msg').innerText.includes('not the daemon')",
@@ -404,12 +402,7 @@ async fn with_a_token_the_page_refuses_until_given_it() {
     .unwrap();
     field.clear().await.unwrap();
     field.send_keys(token).await.unwrap();
-    c.find(Locator::Css("#login-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#login-form button").await;
     b.wait_for(
         "the providers, live",
         "return !!document.querySelector('article.card[data-provider=\"viggle\"]')\

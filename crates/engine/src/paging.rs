@@ -149,6 +149,22 @@ impl Engine {
         Ok(self.shared.store.counts().await?)
     }
 
+    /// These jobs (the ones that exist), with live progress and holds: a
+    /// page's rows refreshed in place, without a listing.
+    pub async fn jobs_by_key(&self, keys: &[String]) -> Result<Vec<Job>, EngineError> {
+        let mut jobs = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(j) = self.shared.store.get(k).await? {
+                jobs.push(j);
+            }
+        }
+        self.shared.show_live(&mut jobs).await;
+        for j in &mut jobs {
+            self.shared.show_hold(j);
+        }
+        Ok(jobs)
+    }
+
     /// The page `q` asks for, with live progress and holds shown on it.
     pub async fn jobs_page(&self, q: &JobQuery) -> Result<JobsPage, EngineError> {
         let mut jobs = self.matching(q).await?;

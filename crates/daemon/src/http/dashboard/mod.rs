@@ -66,6 +66,7 @@ pub(super) fn routes(auth: Arc<Auth>) -> Router<Engine> {
         .route("/ui/filters", get(ui_filters))
         .route("/ui/jobs", get(ui_jobs))
         .route("/ui/job/{key}", get(ui_job))
+        .route("/ui/rows", get(ui_rows))
         .route("/v1/events", get(events))
         .route("/v1/bulk/{action}", get(bulk_preview).post(bulk_run))
         .route("/v1/batches", axum::routing::post(upload))
@@ -240,6 +241,36 @@ async fn ui_jobs(
     q.limit = Some(limit);
     let page_ = rt.jobs_page(&q).await?;
     Ok(page(pages::jobs(&page_.jobs, page_.total, &q, limit)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowsParams {
+    /// A JSON array of job keys (any text survives it).
+    keys: String,
+}
+
+/// `GET /ui/rows?keys=["a","b"]`: those jobs' rows, for an event's keys.
+async fn ui_rows(
+    State(rt): State<Engine>,
+    Query(p): Query<RowsParams>,
+) -> Result<Response, ApiError> {
+    let keys: Vec<String> = serde_json::from_str(&p.keys).map_err(|e| {
+        ApiError::new(
+            400,
+            "bad_request",
+            format!("keys: not a JSON array of strings: {e}"),
+        )
+    })?;
+    if keys.len() > switchyard_engine::events::MAX_KEYS {
+        return Err(ApiError::new(
+            400,
+            "bad_request",
+            format!("at most {} keys", switchyard_engine::events::MAX_KEYS),
+        ));
+    }
+    let jobs = rt.jobs_by_key(&keys).await?;
+    Ok(page(pages::rows(&jobs)))
 }
 
 async fn ui_job(State(rt): State<Engine>, Path(key): Path<String>) -> Result<Response, ApiError> {

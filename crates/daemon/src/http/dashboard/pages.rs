@@ -279,6 +279,14 @@ pub(super) fn jobs(page: &[Job], total: usize, q: &JobQuery, limit: usize) -> Ma
     }
 }
 
+/// Rows alone (in a table, so that they parse as rows), for a page that
+/// swaps its changed rows in place.
+pub(super) fn rows(jobs: &[Job]) -> Markup {
+    html! {
+        table { tbody { @for j in jobs { (job_row(j)) } } }
+    }
+}
+
 fn job_row(j: &Job) -> Markup {
     html! {
         tr data-key=(j.key) data-state=(j.state.as_str()) {

@@ -143,14 +143,16 @@ async function load(id) {
   }
 }
 
-// At most one fetch of a region at a time, spaced by a few times what the
-// last one took (a table of 100,000 jobs costs more than one of 50).
+// At most one fetch of a region at a time, spaced by several times what
+// the last one took: a table over 100,000 jobs costs the daemon a listing
+// (hundreds of ms), one over 50 nearly nothing, and the rows shown are
+// patched at once anyway (patchRows).
 function schedule(id) {
   const el = document.getElementById(id);
   if (!el) return;
   const r = region(el);
   if (r.timer) return;
-  const gap = Math.max(300, 3 * r.took);
+  const gap = Math.max(400, 8 * r.took);
   const wait = Math.max(0, r.last + gap - performance.now());
   r.timer = setTimeout(() => {
     r.timer = null;
@@ -177,12 +179,34 @@ function setLive(text) {
   if (el) el.textContent = text;
 }
 
+// The rows on screen that changed, fetched alone and swapped in place.
+async function patchRows(keys) {
+  const body = $("#jobs-body");
+  const shown = keys.filter((k) => body.querySelector(`tr[data-key="${CSS.escape(k)}"]`));
+  if (!shown.length) return;
+  try {
+    const resp = await fetch(`/ui/rows?keys=${enc(JSON.stringify(shown))}`, { credentials: "same-origin" });
+    if (!resp.ok) return;
+    const t = document.createElement("template");
+    t.innerHTML = await resp.text();
+    for (const tr of t.content.querySelectorAll("tr[data-key]")) {
+      const old = body.querySelector(`tr[data-key="${CSS.escape(tr.dataset.key)}"]`);
+      if (!old) continue;
+      const focused = old.contains(document.activeElement) ? focusKey(document.activeElement) : null;
+      old.replaceWith(tr);
+      refocus(tr, focused);
+    }
+  } catch (_) {}
+}
+
 function onChange(keys) {
   if (view === "job") {
     if (!keys || keys.includes(jobKey)) schedule("job-body");
     return;
   }
+  if (keys && keys.length) patchRows(keys);
   schedule("overview-body");
+  // The whole table too (order, membership, the total), less often.
   schedule("jobs-body");
 }
 
