@@ -19,8 +19,22 @@ use axum::response::{IntoResponse, Response};
 use std::sync::{Arc, RwLock};
 use switchyard_core::Secret;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "switchyard_session";
+/// The session cookie's name, before its port.
+const COOKIE: &str = "switchyard_session";
+
+/// The session cookie's name for a request sent to `host` (its `Host`
+/// header): browsers keep cookies per host name, whatever the port, so two
+/// daemons on one machine (or one reached through a tunnel on another
+/// port) would otherwise overwrite each other's session.
+pub fn cookie_name(host: Option<&HeaderValue>) -> String {
+    let port = host
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':'))
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("80");
+    format!("{COOKIE}_{port}")
+}
 
 /// The control API's bearer token; replaced on SIGHUP.
 #[derive(Default)]
@@ -72,8 +86,8 @@ impl Auth {
     }
 
     /// True when a token is configured and the request's `Cookie` header
-    /// carries a session made with it.
-    fn cookie_allows(&self, cookies: Option<&HeaderValue>) -> bool {
+    /// carries a session made with it, under the name for its `Host`.
+    fn cookie_allows(&self, cookies: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
         let Some(want) = *self.digest.read().unwrap_or_else(|e| e.into_inner()) else {
             return false;
         };
@@ -81,10 +95,11 @@ impl Auth {
         let Some(cookies) = cookies.and_then(|v| v.to_str().ok()) else {
             return false;
         };
+        let name = cookie_name(host);
         cookies
             .split(';')
             .filter_map(|c| c.trim().split_once('='))
-            .filter(|(name, _)| *name == COOKIE)
+            .filter(|(n, _)| *n == name)
             .any(|(_, v)| {
                 bool::from(subtle::ConstantTimeEq::ct_eq(
                     v.trim().as_bytes(),
@@ -141,7 +156,7 @@ pub(super) async fn require_token(
     if open_path(path)
         || session
         || auth.allows(h.get(header::AUTHORIZATION))
-        || auth.cookie_allows(h.get(header::COOKIE))
+        || auth.cookie_allows(h.get(header::COOKIE), h.get(header::HOST))
     {
         return next.run(req).await;
     }

@@ -12,11 +12,11 @@
 
 mod pages;
 
-use super::auth::{Auth, COOKIE};
+use super::auth::{cookie_name, Auth};
 use super::errors::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -53,9 +53,9 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 pub(super) fn routes(auth: Arc<Auth>) -> Router<Engine> {
     let session = {
         let auth = auth.clone();
-        move |body: axum::body::Bytes| {
+        move |headers: HeaderMap, body: axum::body::Bytes| {
             let auth = auth.clone();
-            async move { start_session(&auth, &body) }
+            async move { start_session(&auth, &headers, &body) }
         }
     };
     Router::new()
@@ -413,7 +413,7 @@ struct SessionBody {
 /// `POST /v1/session` `{"token"}`: a session cookie for this browser when
 /// the token is right (401 when not); `{"auth": false}` when the daemon
 /// needs no token.
-fn start_session(auth: &Auth, body: &[u8]) -> Response {
+fn start_session(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Response {
     if !auth.enabled() {
         return Json(serde_json::json!({ "auth": false })).into_response();
     }
@@ -432,7 +432,8 @@ fn start_session(auth: &Auth, body: &[u8]) -> Response {
         Some(value) => {
             // No `Secure`: the daemon speaks plain HTTP (loopback, or an
             // SSH tunnel to it); HttpOnly and SameSite=Strict hold either way.
-            let cookie = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict");
+            let name = cookie_name(headers.get(header::HOST));
+            let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
             let mut r = Json(serde_json::json!({ "auth": true })).into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
@@ -444,8 +445,9 @@ fn start_session(auth: &Auth, body: &[u8]) -> Response {
 }
 
 /// `DELETE /v1/session`: forgets this browser's session cookie.
-async fn end_session() -> Response {
-    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+async fn end_session(headers: HeaderMap) -> Response {
+    let name = cookie_name(headers.get(header::HOST));
+    let cookie = format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     let mut r = Json(serde_json::json!({ "auth": false })).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
