@@ -458,6 +458,20 @@ async fn session_rules(url: &str, token: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the cookie opens reads");
+    let port = url.rsplit(':').next().unwrap();
+    assert!(
+        cookie.starts_with(&format!("switchyard_session_{port}=")),
+        "{cookie}"
+    );
+    // The same value under another daemon's (port's) name does not.
+    let value = cookie.split_once('=').unwrap().1;
+    let r = http
+        .get(format!("{url}/v1/jobs"))
+        .header("cookie", format!("switchyard_session_1={value}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // A change with the cookie but a content type any page can send.
     let r = with(http.post(format!("{url}/v1/bulk/retry")))
         .header("content-type", "text/plain")
