@@ -185,6 +185,21 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
         .await
         .unwrap();
     assert_eq!(unnamed, serde_json::json!([]), "controls without a name");
+    // Nothing was fetched from anywhere but the daemon.
+    let fetched = b
+        .eval("return performance.getEntriesByType('resource').map(e => e.name)")
+        .await
+        .unwrap();
+    let fetched: Vec<String> = serde_json::from_value(fetched).unwrap();
+    assert!(
+        fetched.iter().any(|n| n.ends_with("/assets/app.js")),
+        "{fetched:?}"
+    );
+    let elsewhere: Vec<&String> = fetched
+        .iter()
+        .filter(|n| !n.starts_with(&format!("{url}/")))
+        .collect();
+    assert!(elsewhere.is_empty(), "outside requests: {elsewhere:?}");
 
     // One job: its timeline and its result, a video the daemon serves.
     c.goto(&format!("{url}/job/sneaker-dance-transparent"))
