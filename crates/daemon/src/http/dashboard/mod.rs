@@ -43,8 +43,19 @@ const MAX_LIMIT: usize = 1000;
 /// Keep-alive comments on an idle event stream (proxies drop silent ones).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-const APP_JS: &str = include_str!("assets/app.js");
-const APP_CSS: &str = include_str!("assets/app.css");
+/// The page's script modules and stylesheet, built into the binary.
+const ASSETS: [(&str, &str, &str); 5] = [
+    ("app.js", JS, include_str!("assets/app.js")),
+    ("api.js", JS, include_str!("assets/api.js")),
+    ("actions.js", JS, include_str!("assets/actions.js")),
+    ("upload.js", JS, include_str!("assets/upload.js")),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/app.css"),
+    ),
+];
+const JS: &str = "text/javascript; charset=utf-8";
 
 /// What the page may load and where it may send: only this daemon, except
 /// videos and their posters at the provider when none was downloaded.
@@ -107,16 +118,12 @@ async fn job_shell(Path(key): Path<String>) -> Response {
 }
 
 async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
-    let (body, kind) = match name.as_str() {
-        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
-        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
-        _ => {
-            return Err(ApiError::new(
-                404,
-                "not_found",
-                format!("no asset {name:?}"),
-            ))
-        }
+    let Some(&(_, kind, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
+        return Err(ApiError::new(
+            404,
+            "not_found",
+            format!("no asset {name:?}"),
+        ));
     };
     Ok((
         [

@@ -1,46 +1,18 @@
 // Switchyard dashboard. The server renders every piece of HTML (escaped by
-// construction); this script fetches those fragments, swaps them in again
+// construction); this module fetches those fragments, swaps them in again
 // when the event stream says something changed (falling back to polling
-// while the stream is down), and sends the page's actions as JSON.
+// while the stream is down), and wires the page's controls to actions.js
+// and upload.js; api.js makes the calls.
 
-const $ = (sel, el = document) => el.querySelector(sel);
+import { $, api, enc, hooks, say } from "./api.js";
+import { adopt, bulk, jobAction, providerAction, refresh } from "./actions.js";
+import { wireUpload } from "./upload.js";
+
 const view = document.body.dataset.view;
 const jobKey = document.body.dataset.key;
-const enc = encodeURIComponent;
 
 // Polling cadence while the event stream is down.
 const POLL_MS = 5000;
-
-class AuthNeeded extends Error {}
-
-// --- calls -------------------------------------------------------------
-
-async function api(method, url, body) {
-  const opt = { method, credentials: "same-origin", headers: {} };
-  if (body !== undefined) {
-    opt.headers["Content-Type"] = "application/json";
-    opt.body = JSON.stringify(body);
-  }
-  const r = await fetch(url, opt);
-  if (r.status === 401 && url !== "/v1/session") {
-    showLogin();
-    throw new AuthNeeded("token needed");
-  }
-  const type = r.headers.get("content-type") || "";
-  const data = type.startsWith("application/json") ? await r.json() : null;
-  if (!r.ok) {
-    const e = new Error((data && data.error && data.error.message) || `${r.status} ${r.statusText}`);
-    e.status = r.status;
-    e.code = data && data.error && data.error.code;
-    e.body = data;
-    throw e;
-  }
-  return data;
-}
-
-function say(text, el = $("#action-msg")) {
-  if (el) el.textContent = text;
-}
 
 // --- fragments -----------------------------------------------------------
 
@@ -340,109 +312,6 @@ async function signIn(e) {
 
 // --- actions -------------------------------------------------------------
 
-function currentFilter() {
-  const p = new URLSearchParams(location.search);
-  const f = {};
-  for (const k of ["state", "provider", "q"]) {
-    const v = (p.get(k) || "").trim();
-    if (v) f[k] = v;
-  }
-  return f;
-}
-
-function describe(f) {
-  const parts = [];
-  if (f.state) parts.push(`state ${f.state}`);
-  if (f.provider) parts.push(`provider ${f.provider}`);
-  if (f.q) parts.push(`key or id containing "${f.q}"`);
-  return parts.length ? parts.join(", ") : "no filter: every job";
-}
-
-function confirmBox(text) {
-  const dialog = $("#confirm");
-  $("#confirm-text").textContent = text;
-  return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
-    dialog.returnValue = "";
-    dialog.showModal();
-    $("#confirm-ok").focus();
-  });
-}
-
-async function bulk(action) {
-  const f = currentFilter();
-  const verb = action === "cancel" ? "Cancel" : "Retry";
-  try {
-    let { count } = await api("GET", `/v1/bulk/${action}?${new URLSearchParams(f)}`);
-    for (let tries = 0; tries < 3; tries++) {
-      if (count === 0) {
-        say(`No job matching (${describe(f)}) can be ${action === "cancel" ? "cancelled" : "retried"}.`);
-        return;
-      }
-      const ok = await confirmBox(
-        `${verb} ${count} job${count === 1 ? "" : "s"}? This applies to every job matching the filter (${describe(f)}), not only the rows shown.`,
-      );
-      if (!ok) {
-        say("Nothing was changed.");
-        return;
-      }
-      try {
-        say(`${verb}ing ${count} job${count === 1 ? "" : "s"}…`);
-        const a = await api("POST", `/v1/bulk/${action}`, { ...f, count });
-        let text = `${verb}: ${a.done} of ${a.matched} done.`;
-        if (a.failed_total) {
-          text += ` ${a.failed_total} could not be changed: ` + a.failed.map((x) => `${x.key} (${x.message})`).join("; ");
-        }
-        say(text);
-        refreshAll();
-        return;
-      } catch (e) {
-        if (e.code !== "count_changed") throw e;
-        // The matching jobs changed since the count was shown: ask again
-        // with the new count rather than act on a number not agreed to.
-        ({ count } = await api("GET", `/v1/bulk/${action}?${new URLSearchParams(f)}`));
-        say(`The filter now matches ${count} job(s): nothing was done yet.`);
-      }
-    }
-  } catch (e) {
-    if (!(e instanceof AuthNeeded)) say(`${verb} failed: ${e.message}`);
-  }
-}
-
-async function jobAction(act, key) {
-  const url = act === "cancel" ? `/v1/jobs/${enc(key)}` : `/v1/jobs/${enc(key)}/retry`;
-  try {
-    const j = await api(act === "cancel" ? "DELETE" : "POST", url, act === "cancel" ? undefined : {});
-    say(`${key}: now ${j.state}.`);
-  } catch (e) {
-    if (!(e instanceof AuthNeeded)) say(`${key}: ${e.message}`);
-  }
-  refreshAll();
-}
-
-async function providerAction(act, name) {
-  try {
-    await api("POST", `/v1/providers/${enc(name)}/${act}`, {});
-    say(`${name}: ${act === "pause" ? "paused" : "resumed"}.`);
-  } catch (e) {
-    if (e instanceof AuthNeeded) return;
-    say(e.status === 404 || e.status === 405 ? `${name}: this daemon cannot ${act} providers yet.` : `${name}: ${e.message}`);
-  }
-  schedule("overview-body");
-}
-
-async function adopt(form) {
-  const key = form.dataset.key;
-  const id = form.elements.provider_job_id.value.trim();
-  try {
-    await api("POST", `/v1/jobs/${enc(key)}/adopt`, { provider_job_id: id });
-    say(`${key}: adopted ${id}.`);
-  } catch (e) {
-    if (e instanceof AuthNeeded) return;
-    say(e.status === 404 && e.code !== "not_found" ? "This daemon cannot adopt jobs yet." : `${key}: ${e.message}`);
-  }
-  schedule("job-body");
-}
 
 function applyFilter(form) {
   const p = new URLSearchParams();
@@ -460,69 +329,6 @@ function page(offset) {
   else p.delete("offset");
   history.replaceState(null, "", `/?${p}#jobs`);
   load("jobs-body");
-}
-
-// --- upload --------------------------------------------------------------
-
-function base64(bytes) {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(s);
-}
-
-async function upload(file) {
-  const out = $("#upload-result");
-  out.replaceChildren();
-  const head = document.createElement("p");
-  out.append(head);
-  head.textContent = `Checking ${file.name}…`;
-  try {
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const a = await api("POST", "/v1/batches", { name: file.name, base64: base64(bytes) });
-    head.textContent = `${file.name}: ${a.accepted} job(s) queued, ${a.already_known} already known.`;
-    refreshAll();
-  } catch (e) {
-    if (e instanceof AuthNeeded) return;
-    if (e.code !== "invalid_batch") {
-      head.textContent = `${file.name}: ${e.message}`;
-      return;
-    }
-    const problems = e.body.error.problems || [];
-    head.textContent = `${file.name} was not queued (nothing of it was): ${problems.length} problem(s).`;
-    head.setAttribute("role", "alert");
-    const ul = document.createElement("ul");
-    ul.className = "problems";
-    for (const p of problems) {
-      const li = document.createElement("li");
-      const at = p.line ? `line ${p.line}${p.column ? `, column ${p.column}` : ""}` : "file";
-      li.textContent = `${at}: ${p.key ? `job "${p.key}": ` : ""}${p.message}`;
-      ul.append(li);
-    }
-    out.append(ul);
-  }
-}
-
-function wireUpload() {
-  const drop = $("#drop");
-  const input = $("#batch-file");
-  if (!drop) return;
-  drop.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    const f = e.dataTransfer.files[0];
-    if (f) upload(f);
-  });
-  input.addEventListener("change", () => {
-    if (input.files[0]) upload(input.files[0]);
-    input.value = "";
-  });
 }
 
 // --- wiring --------------------------------------------------------------
@@ -568,5 +374,8 @@ function start() {
   connect();
 }
 
-wireUpload();
+hooks.showLogin = showLogin;
+refresh.all = refreshAll;
+refresh.one = schedule;
+wireUpload(refreshAll);
 start();
