@@ -8,6 +8,7 @@
 //! [`Browser::start`] says so and the caller skips.
 
 use anyhow::{anyhow, Context};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +22,15 @@ pub const CHROMIUM_FLAGS: [&str; 6] = [
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+];
+
+/// Beside [`CHROMIUM_FLAGS`]: no crash reporter, whose handler processes
+/// leave the process group (they start a session of their own) and would
+/// outlive a failed test.
+const QUIET_FLAGS: [&str; 3] = [
+    "--disable-sync",
+    "--disable-crash-reporter",
+    "--disable-breakpad",
 ];
 
 fn find(names: &[&str]) -> Option<PathBuf> {
@@ -48,7 +58,9 @@ fn find(names: &[&str]) -> Option<PathBuf> {
 /// the session's profile directory.
 pub struct Browser {
     pub client: fantoccini::Client,
-    driver: Child,
+    /// `None` once ended (its process group id may belong to another
+    /// process by then).
+    driver: Option<Child>,
     _profile: tempfile::TempDir,
 }
 
@@ -63,25 +75,29 @@ impl Browser {
             return Ok(None);
         };
         let port = crate::free_port();
+        // Its own process group, which the Chromium it starts joins: a test
+        // that fails before `close` still ends every browser process (a
+        // killed chromedriver alone leaves its browser running).
         let mut child = Command::new(&driver)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", driver.display()))?;
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline || child.try_wait()?.is_some() {
-                let _ = child.kill();
+                kill_group(&mut child);
                 return Err(anyhow!("chromedriver did not listen on {url}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = tempfile::tempdir().context("creating a browser profile directory")?;
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
-        args.push("--disable-sync".into());
+        args.extend(QUIET_FLAGS.iter().map(|s| s.to_string()));
         args.push("--window-size=1400,1000".into());
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let mut caps = serde_json::Map::new();
@@ -97,14 +113,13 @@ impl Browser {
         let client = match client {
             Ok(c) => c,
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(anyhow!("starting a Chromium session: {e}"));
             }
         };
         Ok(Some(Browser {
             client,
-            driver: child,
+            driver: Some(child),
             _profile: profile,
         }))
     }
@@ -182,14 +197,28 @@ impl Browser {
     /// Ends the session and the driver.
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        if let Some(mut d) = self.driver.take() {
+            kill_group(&mut d);
+        }
     }
+}
+
+/// SIGKILL to the driver's process group (kill(1): this workspace forbids
+/// `unsafe`), then the driver reaped.
+fn kill_group(driver: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", driver.id())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = driver.kill();
+    let _ = driver.wait();
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        if let Some(mut d) = self.driver.take() {
+            kill_group(&mut d);
+        }
     }
 }
