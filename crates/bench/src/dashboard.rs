@@ -13,6 +13,12 @@
 //!   one event stream (`/v1/events`) open and nothing happening, beside the
 //!   same window with no stream open, as a share of one core; and what the
 //!   stream received meanwhile (keep-alive comments only).
+//! - **busy page**: a batch of M jobs (zero duration at the simulator) run
+//!   to the end on that store twice: once with no client, once with a
+//!   client doing what an open page does (the event stream; the changed
+//!   rows on screen through `/ui/rows`; the table and the overview again
+//!   no sooner than eight times the table's last cost, at least 400 ms).
+//!   The daemon's CPU time for each batch, and their ratio.
 
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -34,9 +40,23 @@ pub struct DashboardOpts {
     /// Warm calls per page after the first.
     #[arg(long, default_value_t = 9)]
     pub calls: usize,
+    /// Jobs in each batch of the busy part (0: skip it).
+    #[arg(long, default_value_t = 5_000)]
+    pub busy_jobs: usize,
+    /// The busy part's page: the jobs table's query string (the watched
+    /// batch's jobs are named `watched-N`).
+    #[arg(long, default_value = "q=watched")]
+    pub busy_view: String,
 }
 
 const PROVIDER: &str = "viggle";
+
+/// Jobs finish at once at the simulator: a busy batch is bound by the rate.
+const SCENARIO: &str =
+    "seed = 1\n[providers.viggle]\nduration = { fixed = \"0s\" }\nfailure_rate = 0.0\n";
+
+/// Fast enough that a batch of thousands runs in seconds.
+const PROVIDER_EXTRA: &str = "rate_limit = { per_second = 400, burst = 40 }\nmax_in_flight = 400\npoll = { schedule = [\"200ms\"], max = \"1s\", timeout = \"10m\" }";
 
 /// Jobs per `SledStore::import` call.
 const IMPORT_CHUNK: usize = 50_000;
@@ -117,7 +137,29 @@ pub struct Figures {
     pub stream_bytes: usize,
     pub stream_events: usize,
     pub stream_comments: usize,
+    pub busy: Option<Busy>,
     pub load: String,
+}
+
+/// The busy part's two batches.
+#[derive(Debug, Clone)]
+pub struct Busy {
+    pub jobs: usize,
+    pub view: String,
+    pub alone_cpu_s: f64,
+    pub alone_wall_s: f64,
+    pub watched_cpu_s: f64,
+    pub watched_wall_s: f64,
+    pub page: PageStats,
+}
+
+/// What the page-like client did during the watched batch.
+#[derive(Debug, Clone, Default)]
+pub struct PageStats {
+    pub events: usize,
+    pub row_fetches: usize,
+    pub table_fetches: usize,
+    pub table_ms_max: f64,
 }
 
 async fn time_get(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, usize)> {
@@ -175,13 +217,13 @@ pub async fn run(opts: DashboardOpts) -> anyhow::Result<Figures> {
     let env = Env::new()?;
     eprintln!("[dashboard] building a store of {} jobs ...", opts.jobs);
     build_store(&env.data_dir().join("db"), opts.jobs).await?;
-    let sim = start_sim("seed = 1\n").await?;
+    let sim = start_sim(SCENARIO).await?;
     env.write(
         &sim,
         &[P {
             name: PROVIDER,
             kind: ProviderKind::Viggle,
-            extra: "",
+            extra: PROVIDER_EXTRA,
         }],
         "",
     )?;
@@ -252,6 +294,11 @@ pub async fn run(opts: DashboardOpts) -> anyhow::Result<Figures> {
     let text = String::from_utf8_lossy(&got);
     let comments = text.lines().filter(|l| l.starts_with(':')).count();
     let stream_events = text.matches("event:").count();
+    let busy = if opts.busy_jobs > 0 {
+        Some(busy(&http, &base, d.pid(), opts.busy_jobs, &opts.busy_view, tck).await?)
+    } else {
+        None
+    };
     let load = loadavg();
     tokio::task::block_in_place(|| d.stop(Duration::from_secs(20)))?;
     Ok(Figures {
@@ -264,8 +311,209 @@ pub async fn run(opts: DashboardOpts) -> anyhow::Result<Figures> {
         stream_bytes: got.len(),
         stream_events,
         stream_comments: comments,
+        busy,
         load,
     })
+}
+
+/// Submits `n` jobs named `prefix-N`, in batches of 1,000.
+async fn submit(http: &reqwest::Client, base: &str, prefix: &str, n: usize) -> anyhow::Result<()> {
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1000).min(n);
+        let jobs: Vec<JobSpec> = (i..end)
+            .map(|k| JobSpec {
+                key: format!("{prefix}-{k:06}"),
+                provider: PROVIDER.into(),
+                priority: 0,
+                params: serde_json::json!({ "image_url": format!("https://example.com/{k}.png") }),
+            })
+            .collect();
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&serde_json::json!({ "jobs": jobs }))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("POST /v1/jobs: {}", r.status());
+        }
+        i = end;
+    }
+    Ok(())
+}
+
+/// Waits until nothing is queued or in flight (the providers view reads
+/// the store's counts: no listing, so the wait costs the daemon little).
+async fn drained(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{base}/v1/providers"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let busy = v.as_array().into_iter().flatten().any(|p| {
+            p["queued"].as_u64().unwrap_or(0) > 0 || p["in_flight"].as_u64().unwrap_or(0) > 0
+        });
+        if !busy {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the batch did not finish within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One batch to the end: the daemon's CPU seconds and the wall seconds.
+async fn batch(
+    http: &reqwest::Client,
+    base: &str,
+    pid: u32,
+    prefix: &str,
+    n: usize,
+    tck: f64,
+) -> anyhow::Result<(f64, f64)> {
+    let c0 = cpu_ticks(pid)?;
+    let t = Instant::now();
+    submit(http, base, prefix, n).await?;
+    drained(http, base).await?;
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = cpu_ticks(pid)?.saturating_sub(c0) as f64 / tck;
+    Ok((cpu, wall))
+}
+
+/// The keys of the rows a table fragment shows.
+fn row_keys(html: &str) -> Vec<String> {
+    html.split("<tr data-key=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|k| {
+            k.replace("&amp;", "&")
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+        })
+        .collect()
+}
+
+/// Does what an open page does (see the module docs) until `stop` fires.
+async fn page_client(
+    http: reqwest::Client,
+    base: String,
+    view: String,
+    stop: stop::Stop,
+) -> anyhow::Result<PageStats> {
+    let mut st = PageStats::default();
+    let mut stream = http.get(format!("{base}/v1/events")).send().await?;
+    let mut buf = String::new();
+    let mut shown: Vec<String> = Vec::new();
+    let mut took_ms = 0.0f64;
+    let mut last = Instant::now() - Duration::from_secs(60);
+    let mut dirty = true;
+    loop {
+        let gap = Duration::from_secs_f64((8.0 * took_ms).max(400.0) / 1e3);
+        let due = last + gap;
+        tokio::select! {
+            _ = stop.wait() => return Ok(st),
+            chunk = stream.chunk() => {
+                let Some(chunk) = chunk? else { return Ok(st) };
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let ev: String = buf.drain(..end + 2).collect();
+                    if !ev.contains("event: jobs") && !ev.contains("event: resync") {
+                        continue;
+                    }
+                    st.events += 1;
+                    dirty = true;
+                    let keys: Vec<String> = ev
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                        .and_then(|v| serde_json::from_value(v["keys"].clone()).ok())
+                        .unwrap_or_default();
+                    let on_screen: Vec<&String> = keys.iter().filter(|k| shown.contains(k)).collect();
+                    if !on_screen.is_empty() {
+                        let q = serde_json::to_string(&on_screen)?;
+                        let url = reqwest::Url::parse_with_params(&format!("{base}/ui/rows"), &[("keys", q)])?;
+                        http.get(url).send().await?.bytes().await?;
+                        st.row_fetches += 1;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(due.into()), if dirty => {
+                let t = Instant::now();
+                let html = http.get(format!("{base}/ui/jobs?{view}")).send().await?.text().await?;
+                took_ms = t.elapsed().as_secs_f64() * 1e3;
+                st.table_ms_max = st.table_ms_max.max(took_ms);
+                http.get(format!("{base}/ui/overview")).send().await?.bytes().await?;
+                shown = row_keys(&html);
+                st.table_fetches += 1;
+                last = Instant::now();
+                dirty = false;
+            }
+        }
+    }
+}
+
+async fn busy(
+    http: &reqwest::Client,
+    base: &str,
+    pid: u32,
+    n: usize,
+    view: &str,
+    tck: f64,
+) -> anyhow::Result<Busy> {
+    eprintln!("[dashboard] busy: {n} jobs with no client ...");
+    let (alone_cpu_s, alone_wall_s) = batch(http, base, pid, "alone", n, tck).await?;
+    eprintln!("[dashboard] busy: {n} jobs with a page open ...");
+    let stop = stop::Stop::default();
+    let client = tokio::spawn(page_client(
+        http.clone(),
+        base.to_string(),
+        view.to_string(),
+        stop.clone(),
+    ));
+    // The page's first look, before the batch, as when a user opens it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (watched_cpu_s, watched_wall_s) = batch(http, base, pid, "watched", n, tck).await?;
+    stop.fire();
+    let page = client.await.context("page client task")??;
+    Ok(Busy {
+        jobs: n,
+        view: view.to_string(),
+        alone_cpu_s,
+        alone_wall_s,
+        watched_cpu_s,
+        watched_wall_s,
+        page,
+    })
+}
+
+/// A one-shot stop signal for the page client.
+mod stop {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    #[derive(Clone, Default)]
+    pub struct Stop(Arc<(Notify, std::sync::atomic::AtomicBool)>);
+
+    impl Stop {
+        pub fn fire(&self) {
+            self.0 .1.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.0 .0.notify_waiters();
+        }
+        pub async fn wait(&self) {
+            loop {
+                let n = self.0 .0.notified();
+                if self.0 .1.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                n.await;
+            }
+        }
+    }
 }
 
 pub fn print(f: &Figures) {
@@ -306,4 +554,20 @@ pub fn print(f: &Figures) {
             "NOT met"
         }
     );
+    if let Some(b) = &f.busy {
+        println!(
+            "busy: {} jobs with no client: daemon CPU {:.2} s over {:.1} s; with a page open (/ui/jobs?{}): {:.2} s over {:.1} s ({:.2}x the CPU); the page got {} events, fetched changed rows {} times and the table (and overview) {} times, the slowest table {:.0} ms",
+            b.jobs,
+            b.alone_cpu_s,
+            b.alone_wall_s,
+            b.view,
+            b.watched_cpu_s,
+            b.watched_wall_s,
+            b.watched_cpu_s / b.alone_cpu_s.max(1e-9),
+            b.page.events,
+            b.page.row_fetches,
+            b.page.table_fetches,
+            b.page.table_ms_max
+        );
+    }
 }
