@@ -8,8 +8,10 @@
 
 pub mod batch;
 pub mod bulk;
+pub mod operator;
 
 use serde::{Deserialize, Serialize};
+use switchyard_core::detail::ProviderDetail;
 use switchyard_core::limits::RateLimit;
 use switchyard_core::{Job, JobSpec, Transition};
 
@@ -17,6 +19,7 @@ pub use batch::Problem;
 pub use bulk::{
     BatchUpload, BulkAction, BulkAnswer, BulkFailure, BulkFilter, BulkPreview, BulkRequest,
 };
+pub use operator::{AdoptBody, PlanAnswer, PlanClass, PlanProvider};
 
 /// A batch as sent over HTTP: the jobs of one file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +42,20 @@ pub struct JobDetail {
     #[serde(flatten)]
     pub job: Job,
     pub history: Vec<Transition>,
+    /// What the provider shows of the job beyond its status, read when
+    /// asked (`?detail=true`, `show KEY --detail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ProviderDetail>,
+}
+
+/// A retry at the provider (`POST /v1/jobs/{key}/retry` with a body):
+/// `from_stage` re-runs the provider's job from that pipeline stage.
+/// Without it (or with an empty body) the job is queued again here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    #[serde(default)]
+    pub from_stage: Option<String>,
 }
 
 /// Per-provider view (`GET /v1/providers`, `switchyard providers`).

@@ -35,6 +35,7 @@ async fn main() {
                 provider: "viggle".into(),
                 priority: 0,
                 params: serde_json::json!({ "image_url": format!("https://example.com/products/{i}.png") }),
+                ..JobSpec::default()
             })
             .collect();
         store.intake(specs).await.unwrap();

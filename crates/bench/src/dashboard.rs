@@ -70,6 +70,7 @@ fn job(i: usize, now: &str) -> Job {
         provider: PROVIDER.into(),
         priority: (i % 3) as i32,
         params: serde_json::json!({ "image_url": format!("https://example.com/products/{i}.png") }),
+        ..JobSpec::default()
     };
     let mut j = Job::from_spec(spec, i as u64, now);
     j.provider_job_id = Some(format!("vg_{i:012x}"));
@@ -327,6 +328,7 @@ async fn submit(http: &reqwest::Client, base: &str, prefix: &str, n: usize) -> a
                 provider: PROVIDER.into(),
                 priority: 0,
                 params: serde_json::json!({ "image_url": format!("https://example.com/{k}.png") }),
+                ..JobSpec::default()
             })
             .collect();
         let r = http

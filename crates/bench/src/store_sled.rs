@@ -33,6 +33,7 @@ fn spec(i: usize) -> JobSpec {
         },
         priority: (i % 3) as i32,
         params: serde_json::json!({"product_name": "Premium Wireless Headphones", "product_image_url": format!("https://example.com/{i}.jpg"), "segment_count": 3}),
+        ..JobSpec::default()
     }
 }
 

@@ -8,6 +8,7 @@
 //! PostgreSQL, to another daemon) or is recorded in a test must be a value.
 
 use crate::budget::{LedgerEntry, LedgerOp};
+use crate::fallback::{self, FallbackOn};
 use crate::model::{Job, JobError, Transition};
 use crate::state::{JobState, TransitionError};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,10 @@ pub struct Patch {
     pub output_urls: Option<Vec<String>>,
     pub output_files: Option<Vec<String>>,
     pub submitted_at: Option<Option<String>>,
+    #[serde(default)]
+    pub paused_at: Option<Option<String>>,
+    #[serde(default)]
+    pub paused_ms: Option<u64>,
 }
 
 impl Patch {
@@ -69,6 +74,12 @@ impl Patch {
         if let Some(v) = &self.submitted_at {
             job.submitted_at.clone_from(v);
         }
+        if let Some(v) = &self.paused_at {
+            job.paused_at.clone_from(v);
+        }
+        if let Some(v) = self.paused_ms {
+            job.paused_ms = v;
+        }
     }
 }
 
@@ -80,6 +91,15 @@ pub struct Change {
     pub note: String,
     pub ledger: LedgerOp,
     pub patch: Patch,
+    /// After the change: move the job on to its next alternative if it
+    /// asked to for this reason and the rules of [`crate::fallback`] allow
+    /// (recorded as a second history entry); otherwise nothing more.
+    #[serde(default)]
+    pub fallback: Option<FallbackOn>,
+    /// Recorded in the history even when the state stays (a user's pause
+    /// or resume at the provider): such a change is never "unchanged".
+    #[serde(default)]
+    pub noted: bool,
 }
 
 impl Change {
@@ -89,7 +109,19 @@ impl Change {
             note: note.into(),
             ledger: LedgerOp::None,
             patch: Patch::default(),
+            fallback: None,
+            noted: false,
         }
+    }
+
+    pub fn noted(mut self) -> Self {
+        self.noted = true;
+        self
+    }
+
+    pub fn fallback(mut self, why: FallbackOn) -> Self {
+        self.fallback = Some(why);
+        self
     }
 
     pub fn ledger(mut self, op: LedgerOp) -> Self {
@@ -132,10 +164,16 @@ pub enum Outcome {
     /// A field-only change that changed nothing: write nothing.
     Unchanged(Job),
     Changed {
+        /// The job after the change. Its `provider` is another one when the
+        /// change moved it to a fallback: the backend moves its index entry
+        /// and counts from the provider it had.
         job: Job,
-        /// Appended to the job's history (state changes only).
-        entry: Option<Transition>,
-        /// New values of the ledger rows the change touched, by period.
+        /// Appended to the job's history, in order: the state change, and
+        /// a fallback's hop after it.
+        entries: Vec<Transition>,
+        /// New values of the ledger rows the change touched, by period, all
+        /// of the provider the job had *before* the change (a reservation
+        /// is settled or released where it was taken).
         ledger: Vec<(String, LedgerEntry)>,
     },
 }
@@ -154,7 +192,7 @@ impl Outcome {
     }
 }
 
-/// The ledger periods (of `job.provider`) whose rows [`apply`] reads for
+/// The ledger periods (of `job.provider`, before the change) whose rows [`apply`] reads for
 /// `op`: a backend fetches exactly these before calling it.
 pub fn ledger_periods(job: &Job, op: &LedgerOp) -> Vec<String> {
     let held = || {
@@ -207,12 +245,33 @@ pub fn apply(
             to: change.to,
         }));
     }
-    let field_only = change.to == expect && change.ledger == LedgerOp::None;
+    let field_only = change.to == expect && change.ledger == LedgerOp::None && !change.noted;
     let before = field_only.then(|| job.clone());
     change.patch.apply(&mut job);
     job.state = change.to;
     if change.to != JobState::Queued {
         job.held_by = None;
+    }
+    let rows = plan_ledger(&mut job, &change.ledger, ledger)?;
+    let mut entries: Vec<Transition> = (change.to != expect || change.noted)
+        .then(|| Transition {
+            at: now.to_string(),
+            from: Some(expect),
+            to: change.to,
+            note: change.note.clone(),
+        })
+        .into_iter()
+        .collect();
+    if let Some(why) = change.fallback {
+        let from = job.state;
+        if let Some(note) = fallback::hop(&mut job, why, now) {
+            entries.push(Transition {
+                at: now.to_string(),
+                from: Some(from),
+                to: job.state,
+                note,
+            });
+        }
     }
     // A poll that changed nothing writes nothing: idle polling should not
     // cost a store write (and a flush's share) per job.
@@ -220,16 +279,9 @@ pub fn apply(
         return Ok(Outcome::Unchanged(job));
     }
     job.updated_at = now.to_string();
-    let rows = plan_ledger(&mut job, &change.ledger, ledger)?;
-    let entry = (change.to != expect).then(|| Transition {
-        at: now.to_string(),
-        from: Some(expect),
-        to: change.to,
-        note: change.note.clone(),
-    });
     Ok(Outcome::Changed {
         job,
-        entry,
+        entries,
         ledger: rows,
     })
 }
@@ -329,8 +381,7 @@ mod tests {
         let spec = JobSpec {
             key: "k".into(),
             provider: "p".into(),
-            priority: 0,
-            params: serde_json::json!({}),
+            ..JobSpec::default()
         };
         let mut j = Job::from_spec(spec, 1, "t0");
         j.state = state;
@@ -382,6 +433,56 @@ mod tests {
     }
 
     #[test]
+    fn adopting_an_uncertain_job_moves_its_reservation_to_this_period_whatever_the_limit() {
+        // Uncertain since last month, holding 40 there; this month is full.
+        let mut j = job(JobState::Uncertain);
+        j.credits_reserved = 40;
+        j.budget_period = Some("2026-11".into());
+        let rows = |p: &str| match p {
+            "2026-11" => LedgerEntry {
+                reserved: 40,
+                charged: 0,
+            },
+            _ => LedgerEntry {
+                reserved: 0,
+                charged: 100,
+            },
+        };
+        let adopt = Change::to(JobState::Pending, "adopted").ledger(LedgerOp::Reserve {
+            period: "2026-12".into(),
+            amount: 40,
+            limit: None,
+        });
+        let Outcome::Changed {
+            job: after, ledger, ..
+        } = apply(j.clone(), JobState::Uncertain, &adopt, "t1", &rows).unwrap()
+        else {
+            panic!("changed")
+        };
+        assert_eq!(after.state, JobState::Pending);
+        assert_eq!(after.budget_period.as_deref(), Some("2026-12"));
+        assert_eq!(after.credits_reserved, 40);
+        assert!(ledger.contains(&("2026-11".into(), LedgerEntry::default())));
+        assert!(ledger.contains(&(
+            "2026-12".into(),
+            LedgerEntry {
+                reserved: 40,
+                charged: 100
+            }
+        )));
+        // With the limit, the same change would be refused.
+        let limited = Change::to(JobState::Pending, "adopted").ledger(LedgerOp::Reserve {
+            period: "2026-12".into(),
+            amount: 40,
+            limit: Some(100),
+        });
+        assert!(matches!(
+            apply(j, JobState::Uncertain, &limited, "t1", &rows),
+            Err(Refusal::OverBudget { .. })
+        ));
+    }
+
+    #[test]
     fn a_field_only_change_that_changes_nothing_writes_nothing() {
         let j = job(JobState::Pending);
         let patch = Patch {
@@ -394,5 +495,115 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(out, Outcome::Unchanged(_)));
+    }
+
+    #[test]
+    fn a_failure_with_a_fallback_is_recorded_then_hops_in_one_change() {
+        let mut j = job(JobState::Processing);
+        j.fallback = vec![crate::Alternative {
+            provider: "q".into(),
+            params: serde_json::json!({"prompt": "x"}),
+        }];
+        j.credits_reserved = 5;
+        j.budget_period = Some("2026-12".into());
+        let change = Change::to(JobState::Failed, "FAILED (E: broke)")
+            .ledger(LedgerOp::Release)
+            .fallback(FallbackOn::Failed);
+        // The rows read are the provider's the job had: its reservation.
+        assert_eq!(ledger_periods(&j, &change.ledger), vec!["2026-12"]);
+        let reserved = LedgerEntry {
+            reserved: 5,
+            charged: 0,
+        };
+        let out = apply(j, JobState::Processing, &change, "t1", &|_| reserved).unwrap();
+        let Outcome::Changed {
+            job,
+            entries,
+            ledger,
+        } = out
+        else {
+            panic!("changed")
+        };
+        let hops: Vec<_> = entries.iter().map(|e| (e.from, e.to)).collect();
+        assert_eq!(
+            hops,
+            vec![
+                (Some(JobState::Processing), JobState::Failed),
+                (Some(JobState::Failed), JobState::Queued)
+            ]
+        );
+        assert_eq!(
+            entries[1].note,
+            "fallback (failed): p -> q (alternative 1 of 1)"
+        );
+        // Released at p, in p's row; nothing reserved at q yet.
+        assert_eq!(ledger, vec![("2026-12".into(), LedgerEntry::default())]);
+        assert_eq!((job.provider.as_str(), job.state), ("q", JobState::Queued));
+        assert_eq!((job.credits_reserved, job.budget_period), (0, None));
+        assert_eq!(job.tried[0].provider, "p");
+    }
+
+    #[test]
+    fn an_uncertain_outcome_never_hops() {
+        let mut j = job(JobState::Submitting);
+        j.fallback = vec![crate::Alternative {
+            provider: "q".into(),
+            params: serde_json::json!({}),
+        }];
+        j.fallback_on = FallbackOn::ALL.to_vec();
+        for why in FallbackOn::ALL {
+            let change = Change::to(JobState::Uncertain, "stopped mid-create").fallback(why);
+            let out = apply(j.clone(), JobState::Submitting, &change, "t1", &|_| {
+                LedgerEntry::default()
+            })
+            .unwrap();
+            assert_eq!(out.job().state, JobState::Uncertain, "{why}");
+            assert_eq!(out.job().provider, "p", "{why}");
+        }
+    }
+
+    #[test]
+    fn a_hold_that_the_job_did_not_ask_to_leave_writes_nothing() {
+        let mut j = job(JobState::Queued);
+        j.fallback = vec![crate::Alternative {
+            provider: "q".into(),
+            params: serde_json::json!({}),
+        }];
+        let stay = Change::to(JobState::Queued, "").fallback(FallbackOn::Budget);
+        let out = apply(j.clone(), JobState::Queued, &stay, "t1", &|_| {
+            LedgerEntry::default()
+        })
+        .unwrap();
+        assert!(matches!(out, Outcome::Unchanged(_)));
+        j.fallback_on = vec![FallbackOn::Budget];
+        let out = apply(j, JobState::Queued, &stay, "t1", &|_| {
+            LedgerEntry::default()
+        })
+        .unwrap();
+        let Outcome::Changed { job, entries, .. } = out else {
+            panic!("changed")
+        };
+        assert_eq!(job.provider, "q");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            (entries[0].from, entries[0].to),
+            (Some(JobState::Queued), JobState::Queued)
+        );
+    }
+
+    #[test]
+    fn a_noted_change_is_in_the_history_though_the_state_stays() {
+        let j = job(JobState::Processing);
+        let change = Change::to(JobState::Processing, "paused by user").noted();
+        let out = apply(j, JobState::Processing, &change, "t1", &|_| {
+            LedgerEntry::default()
+        })
+        .unwrap();
+        let Outcome::Changed { entries, .. } = out else {
+            panic!("changed")
+        };
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].note, "paused by user");
+        assert_eq!(entries[0].from, Some(JobState::Processing));
     }
 }

@@ -16,12 +16,15 @@ pub struct Gate {
 }
 
 impl Gate {
-    fn interval_us(&self) -> u64 {
+    /// The interval in microseconds (at least one). Public, with
+    /// [`Gate::tolerance_us`], for a backend that runs [`Gate::take`]'s
+    /// inequality inside its database, on the database's clock.
+    pub fn interval_us(&self) -> u64 {
         (self.interval.as_micros() as u64).max(1)
     }
 
     /// How far `tat` may run ahead of `now` and still grant a permit.
-    fn tolerance_us(&self) -> u64 {
+    pub fn tolerance_us(&self) -> u64 {
         self.interval_us()
             .saturating_mul(u64::from(self.burst.max(1)) - 1)
     }

@@ -5,6 +5,8 @@
 
 pub mod budget;
 pub mod change;
+pub mod detail;
+pub mod fallback;
 pub mod gcra;
 pub mod learn;
 pub mod limits;
@@ -15,6 +17,7 @@ pub mod state;
 
 pub use budget::{LedgerEntry, LedgerOp, Period};
 pub use change::{Attempts, Change, Outcome, Patch, Refusal};
+pub use fallback::{Alternative, FallbackOn, Tried};
 pub use gcra::Gate;
 pub use model::{check_key, HeldBy, Job, JobError, JobSpec, KeyError, ProviderKind, Transition};
 pub use secret::Secret;

@@ -1,6 +1,7 @@
 //! The job as users see it (`jobs --json`) and as the store keeps it. One
 //! struct serves both so that what is stored is exactly what is shown.
 
+use crate::fallback::{default_fallback_on, Alternative, FallbackOn, Tried};
 use crate::state::JobState;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -91,13 +92,36 @@ pub struct JobSpec {
     /// `null`: an empty body.
     #[serde(default = "empty_object", deserialize_with = "null_as_empty")]
     pub params: serde_json::Value,
+    /// Other providers to try, in order (`[[jobs.fallback]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<Alternative>,
+    /// When to move on to the next alternative; absent: `["failed"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_on: Option<Vec<FallbackOn>>,
 }
 
-fn empty_object() -> serde_json::Value {
+impl Default for JobSpec {
+    /// An empty job (no key, no provider, an empty create body): for
+    /// building one field by field.
+    fn default() -> Self {
+        JobSpec {
+            key: String::new(),
+            provider: String::new(),
+            priority: 0,
+            params: empty_object(),
+            fallback: Vec::new(),
+            fallback_on: None,
+        }
+    }
+}
+
+pub(crate) fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
 
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<serde_json::Value, D::Error> {
+pub(crate) fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<serde_json::Value, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     Ok(if v.is_null() { empty_object() } else { v })
 }
@@ -199,6 +223,23 @@ pub struct Job {
     pub submitted_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Alternatives not tried yet, in order.
+    #[serde(default)]
+    pub fallback: Vec<Alternative>,
+    /// When the job moves on to its next alternative.
+    #[serde(default = "default_fallback_on")]
+    pub fallback_on: Vec<FallbackOn>,
+    /// The providers this job left for an alternative, in order: with
+    /// `provider`, the chain tried so far.
+    #[serde(default)]
+    pub tried: Vec<Tried>,
+    /// Since when a user has had the job paused at the provider.
+    #[serde(default)]
+    pub paused_at: Option<String>,
+    /// Time the job spent paused by users (pauses that ended), which the
+    /// poll timeout does not count.
+    #[serde(default)]
+    pub paused_ms: u64,
 }
 
 impl Job {
@@ -225,6 +266,11 @@ impl Job {
             submitted_at: None,
             created_at: now.to_string(),
             updated_at: now.to_string(),
+            fallback: spec.fallback,
+            fallback_on: spec.fallback_on.unwrap_or_else(default_fallback_on),
+            tried: Vec::new(),
+            paused_at: None,
+            paused_ms: 0,
         }
     }
 }

@@ -85,8 +85,13 @@ impl JobState {
     /// * `pending → processing|completed|failed|cancelled`,
     ///   `processing → completed|failed|cancelled` (poll results; `processing →
     ///   pending` is accepted because some providers report a requeue).
-    /// * `failed|uncertain → queued` (user retry), `uncertain → cancelled|pending`
+    /// * `failed|uncertain → queued` (user retry, or a fallback to another
+    ///   provider: see [`crate::fallback`]), `uncertain → cancelled|pending`
     ///   (user cancel, or reconciliation found it).
+    /// * `failed|completed → submitting`: a user's retry at the provider
+    ///   (U-Gen's retry from a stage), which re-runs the same provider job;
+    ///   `submitting` because a request that costs credits is about to go
+    ///   out, with them reserved, exactly as for a create.
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
         matches!(
@@ -108,6 +113,8 @@ impl JobState {
                 | (Processing, Failed)
                 | (Processing, Cancelled)
                 | (Failed, Queued)
+                | (Failed, Submitting)
+                | (Completed, Submitting)
                 | (Uncertain, Queued)
                 | (Uncertain, Cancelled)
                 | (Uncertain, Pending)
@@ -153,14 +160,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_states_only_leave_by_user_retry() {
-        for from in [JobState::Completed, JobState::Cancelled] {
-            for to in JobState::ALL {
-                assert!(!from.can_become(to), "{from} -> {to} must be illegal");
-            }
-        }
+    fn terminal_states_only_leave_by_a_user_retry() {
         for to in JobState::ALL {
-            assert_eq!(JobState::Failed.can_become(to), to == JobState::Queued);
+            assert!(!JobState::Cancelled.can_become(to), "cancelled -> {to}");
+            // Retried at the provider (from a stage).
+            assert_eq!(
+                JobState::Completed.can_become(to),
+                to == JobState::Submitting,
+                "completed -> {to}"
+            );
+            // Queued again (here, or at a fallback), or retried at the provider.
+            assert_eq!(
+                JobState::Failed.can_become(to),
+                matches!(to, JobState::Queued | JobState::Submitting),
+                "failed -> {to}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_uncertain_job_is_never_sent_again_on_its_own() {
+        // Retry (queued), cancel, or the provider's word about it (a
+        // reconciliation, or the user's `adopt`); never straight back to
+        // `submitting`, which would send the create a second time.
+        for to in JobState::ALL {
+            let legal = matches!(
+                to,
+                JobState::Queued
+                    | JobState::Cancelled
+                    | JobState::Pending
+                    | JobState::Processing
+                    | JobState::Completed
+                    | JobState::Failed
+            );
+            assert_eq!(
+                JobState::Uncertain.can_become(to),
+                legal,
+                "uncertain -> {to}"
+            );
         }
     }
 

@@ -12,8 +12,8 @@ use switchyard_core::{Job, Secret};
 
 #[derive(Clone)]
 pub struct Client {
-    base: String,
-    http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
     token: Option<Secret>,
 }
 
@@ -49,7 +49,7 @@ impl Client {
 
     /// Sends a request; an error answer becomes an error with the daemon's
     /// message (exit 2 for the caller's mistakes: 400, 401, 404).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
@@ -77,7 +77,10 @@ impl Client {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<serde_json::Value> {
         let (status, v) = self.call(req).await?;
         if status.as_u16() == 422 {
             bail!(
@@ -130,7 +133,7 @@ impl Client {
     /// `/v1/jobs/{key}` with the key as one path segment. A key no job can
     /// have is refused here, with the rule, rather than sent as a URL that
     /// would name another resource (`..` is "the parent").
-    fn job_url(&self, key: &str, tail: &str) -> anyhow::Result<String> {
+    pub(crate) fn job_url(&self, key: &str, tail: &str) -> anyhow::Result<String> {
         switchyard_core::check_key(key).map_err(|e| Invalid(anyhow!("{key:?}: {e}")))?;
         Ok(format!("{}/v1/jobs/{}{tail}", self.base, enc(key)))
     }
@@ -154,9 +157,44 @@ impl Client {
         .await
     }
 
+    /// `show --detail`: the job with what its provider shows of it.
+    pub async fn job_detail(&self, key: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.get(self.job_url(key, "/detail")?))
+            .await
+    }
+
+    /// A retry at the provider from `stage` (U-Gen).
+    pub async fn retry_from(&self, key: &str, stage: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(
+            self.http
+                .post(self.job_url(key, "/retry")?)
+                .json(&serde_json::json!({ "from_stage": stage })),
+        )
+        .await
+    }
+
+    /// `job-pause` / `job-resume`: `action` is `pause` or `resume`. Sent as
+    /// JSON, like every change.
+    pub async fn job_action(&self, key: &str, action: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(
+            self.http
+                .post(self.job_url(key, &format!("/{action}"))?)
+                .json(&serde_json::json!({})),
+        )
+        .await
+    }
+
     pub async fn providers(&self) -> anyhow::Result<Vec<ProviderView>> {
         let v = self
             .send(self.http.get(format!("{}/v1/providers", self.base)))
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    /// The fleet's live daemons (one, on sled).
+    pub async fn daemons(&self) -> anyhow::Result<Vec<switchyard_api::DaemonView>> {
+        let v = self
+            .send(self.http.get(format!("{}/v1/daemons", self.base)))
             .await?;
         Ok(serde_json::from_value(v)?)
     }

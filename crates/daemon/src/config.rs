@@ -23,12 +23,18 @@ pub struct Config {
     #[serde(default)]
     pub daemon: DaemonConfig,
     #[serde(default)]
+    pub store: crate::store_config::StoreConfig,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
+    /// This daemon's name among the daemons sharing a store (its lease and
+    /// the owner of its jobs). Unset: host name and data dir, which differ
+    /// between daemons and stay the same across restarts.
+    pub name: Option<String>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub output_dir: Option<PathBuf>,
@@ -68,6 +74,7 @@ pub struct DaemonConfig {
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
+            name: None,
             data_dir: PathBuf::from("/var/lib/switchyard"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             output_dir: None,
@@ -122,6 +129,11 @@ pub struct ProviderConfig {
     pub poll: PollConfig,
     pub webhook_secret_env: Option<String>,
     pub webhook_secret_file: Option<PathBuf>,
+    /// The URL at which the provider reaches this daemon's
+    /// `/webhooks/NAME` from outside (through a proxy or tunnel, say). Set:
+    /// the daemon registers it, with the webhook secret, at start and on
+    /// SIGHUP (U-Gen: `PUT /tenants/me/webhook`).
+    pub webhook_public_url: Option<String>,
     /// Create attempts (transient failures) before a job fails.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
@@ -237,7 +249,7 @@ fn read_secret(
 }
 
 /// Said after "cannot read" for a relative path: where it was looked for.
-fn credentials_dir_hint(path: &Path) -> &'static str {
+pub(crate) fn credentials_dir_hint(path: &Path) -> &'static str {
     if !path.is_relative() {
         ""
     } else if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
@@ -291,7 +303,7 @@ fn dir_problem(dir: &Path) -> Option<String> {
 
 /// `LoadCredential=` puts files under `$CREDENTIALS_DIRECTORY`; a relative
 /// `api_key_file` is looked up there first.
-fn expand_credentials_dir(path: &Path) -> PathBuf {
+pub(crate) fn expand_credentials_dir(path: &Path) -> PathBuf {
     if path.is_relative() {
         if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
             let p = Path::new(&dir).join(path);
@@ -318,8 +330,19 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
     sys.exists().then(|| sys.to_path_buf())
 }
 
-/// Environment variables under `SWITCHYARD_` that are not config keys.
-pub const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "LOG_FORMAT", "DAEMON_URL", "TOKEN_FILE"];
+/// Environment variables under `SWITCHYARD_` that are not config keys
+/// (`TEST_DATABASE_URL` and `BENCH_DATABASE_URL` name the PostgreSQL
+/// server tests and benchmarks use: set for a whole run, they reach the
+/// daemons those start too).
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "CONFIG",
+    "LOG",
+    "LOG_FORMAT",
+    "DAEMON_URL",
+    "TOKEN_FILE",
+    "TEST_DATABASE_URL",
+    "BENCH_DATABASE_URL",
+];
 
 impl Config {
     /// Loads and checks the config: the file (if any), then `SWITCHYARD_…`
@@ -424,6 +447,17 @@ impl Config {
         if self.daemon.request_timeout.is_zero() {
             push("daemon.request_timeout".into(), "must be above zero");
         }
+        if self
+            .daemon
+            .name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty() || n.chars().any(char::is_control))
+        {
+            push(
+                "daemon.name".into(),
+                "must not be empty or contain control characters",
+            );
+        }
         for h in &self.daemon.allowed_hosts {
             if crate::http::AllowedHost::parse(h).is_none() {
                 push(
@@ -487,6 +521,26 @@ impl Config {
             for (path, msg) in switchyard_provider::paths::problems(p.kind, &p.paths) {
                 push(format!("{at}.paths.{path}"), &msg);
             }
+            if let Some(url) = &p.webhook_public_url {
+                let at = format!("{at}.webhook_public_url");
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || reqwest::Url::parse(url).is_err()
+                {
+                    push(at.clone(), &format!("{url:?} is not an http(s) URL"));
+                }
+                if p.kind != ProviderKind::Ugen {
+                    push(
+                        at.clone(),
+                        &format!("only U-Gen takes its webhook URL through its API; {} webhooks are set up with the provider", p.kind),
+                    );
+                }
+                if p.webhook_secret_env.is_none() && p.webhook_secret_file.is_none() {
+                    push(
+                        at,
+                        "needs webhook_secret_env or webhook_secret_file: the provider signs its webhooks with that secret",
+                    );
+                }
+            }
             if let Some(url) = &p.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     push(
@@ -496,7 +550,18 @@ impl Config {
                 }
             }
         }
+        out.extend(self.store.problems());
         out
+    }
+}
+
+impl Config {
+    /// The webhook URLs to register, by provider name.
+    pub fn webhook_urls(&self) -> BTreeMap<String, String> {
+        self.providers
+            .iter()
+            .filter_map(|(n, p)| Some((n.clone(), p.webhook_public_url.clone()?)))
+            .collect()
     }
 }
 
@@ -521,6 +586,7 @@ impl Config {
         if let Err(e) = d.auth_token() {
             out.push(("daemon.auth_token_file".into(), format!("{e:#}")));
         }
+        out.extend(self.store.start_problems());
         for (name, p) in &self.providers {
             if let Some((key, why)) = p.missing_key() {
                 let at = match key {
@@ -553,6 +619,9 @@ impl Config {
             if let Some(var) = &p.webhook_secret_env {
                 if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
                     out.push(format!("providers.{name}.webhook_secret_env: environment variable {var} is not set: signed webhooks from this provider will be refused (polling still follows its jobs)"));
+                    if p.webhook_public_url.is_some() {
+                        out.push(format!("providers.{name}.webhook_public_url: not registered while {var} is not set"));
+                    }
                 }
             }
         }

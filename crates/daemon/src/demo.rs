@@ -235,6 +235,7 @@ fn demo_config(dir: &Path, sim: &SimServer) -> anyhow::Result<Config> {
                 },
                 webhook_secret_env: None,
                 webhook_secret_file: (kind == ProviderKind::Ugen).then_some(secret_file),
+                webhook_public_url: None,
                 max_attempts: 5,
                 paths: Default::default(),
             },

@@ -8,9 +8,11 @@ mod config;
 mod demo;
 mod doctor;
 mod http;
+mod operator_cli;
 mod output;
 mod recording;
 mod serve;
+mod store_config;
 mod watch;
 
 /// The store's write path (sled copies a leaf per write, allocates a log
@@ -95,6 +97,13 @@ enum Cmd {
     ///
     /// Each file is checked whole before anything is queued: a file with any
     /// invalid job is rejected, with every problem listed by file and line (exit 2).
+    ///
+    /// A job may name fallbacks, other providers tried in order: in TOML a
+    /// `[[jobs.fallback]]` table (provider, params) after the job, in JSON Lines
+    /// `"fallback": [{"provider", "params"}]`; `fallback_on` says when
+    /// (`failed`, `budget`, `paused`; default `["failed"]`). Each fallback is
+    /// checked like the first choice. A job never moves on after an uncertain
+    /// outcome.
     Submit {
         /// Batch files: TOML (`[[jobs]]`) or JSON Lines (`.jsonl`, one job object a line).
         #[arg(required = true)]
@@ -118,11 +127,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one job with its history of transitions.
+    /// Show one job: its providers (the first choice, fallbacks tried and left) and its history of transitions.
     Show {
         /// The job's key (from its batch file).
         key: String,
-        /// Print the job as one JSON object (with `history`) and nothing else on stdout.
+        /// Also ask the provider what it shows of the job: U-Gen's keyframes (QAI scores) and video segments, UGC Lab's processing steps.
+        #[arg(long)]
+        detail: bool,
+        /// Print the job as one JSON object (with `history`, and `detail` if asked) and nothing else on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -134,8 +146,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Put a failed or uncertain job back in the queue.
+    /// Put a failed or uncertain job back in the queue, or (--from-stage) re-run it at the provider.
     Retry {
+        /// The job's key.
+        key: String,
+        /// U-Gen: re-run the provider's job from this pipeline stage (a failed or completed job; its credits are reserved again first).
+        #[arg(long, value_name = "STAGE")]
+        from_stage: Option<String>,
+        /// Print the job as one JSON object and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// U-Gen: pause one running job at the provider (it stops after its current stage; the poll timeout waits).
+    JobPause {
+        /// The job's key.
+        key: String,
+        /// Print the job as one JSON object and nothing else on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// U-Gen: resume one job paused at the provider.
+    JobResume {
         /// The job's key.
         key: String,
         /// Print the job as one JSON object and nothing else on stdout.
@@ -150,6 +181,8 @@ enum Cmd {
     },
     /// Live progress bars per provider and per job until the queue is empty (plain lines when not on a terminal).
     Watch,
+    #[command(flatten)]
+    Operator(operator_cli::OperatorCmd),
     /// Validate config or batch files without running anything; every problem is listed with file and line (exit 2).
     ///
     /// A file with `[[jobs]]` (or a .jsonl file) is a batch, checked against the
@@ -229,6 +262,8 @@ enum BenchCmd {
     Batch(switchyard_bench::batch::BatchOpts),
     /// The dashboard with a large store: the jobs page's answer time beside listing every job, and idle CPU with an event stream open.
     Dashboard(switchyard_bench::dashboard::DashboardOpts),
+    /// End-to-end jobs/s of one daemon on sled, one on PostgreSQL and three on one database; the fleet's use of each quota.
+    Fleet(switchyard_bench::fleet::FleetOpts),
     /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
     Poll {
         #[arg(long, default_value_t = 1000)]
@@ -431,23 +466,17 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             }
             Ok(())
         }
-        Cmd::Show { key, json } => {
-            let v = client()?.job(&key).await?;
+        Cmd::Show { key, detail, json } => {
+            let c = client()?;
+            let v = if detail {
+                c.job_detail(&key).await?
+            } else {
+                c.job(&key).await?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let job: switchyard_core::Job = serde_json::from_value(v.clone())?;
-                output::print_table(std::slice::from_ref(&job));
-                println!("\nhistory:");
-                for h in v["history"].as_array().into_iter().flatten() {
-                    println!(
-                        "  {}  {:>10} -> {:<10} {}",
-                        h["at"].as_str().unwrap_or(""),
-                        h["from"].as_str().unwrap_or("-"),
-                        h["to"].as_str().unwrap_or(""),
-                        h["note"].as_str().unwrap_or("")
-                    );
-                }
+                output::print_job(&serde_json::from_value(v)?);
             }
             Ok(())
         }
@@ -455,20 +484,43 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
             let v = client()?.cancel(&key).await?;
             print_state(&key, &v, json)
         }
-        Cmd::Retry { key, json } => {
-            let v = client()?.retry(&key).await?;
+        Cmd::Retry {
+            key,
+            from_stage,
+            json,
+        } => {
+            let v = match from_stage {
+                Some(stage) => client()?.retry_from(&key, &stage).await?,
+                None => client()?.retry(&key).await?,
+            };
+            print_state(&key, &v, json)
+        }
+        Cmd::JobPause { key, json } => {
+            let v = client()?.job_action(&key, "pause").await?;
+            if !json {
+                let state = v["state"].as_str().unwrap_or("?");
+                println!("{key}: {state}, paused at the provider");
+                return Ok(());
+            }
+            print_state(&key, &v, json)
+        }
+        Cmd::JobResume { key, json } => {
+            let v = client()?.job_action(&key, "resume").await?;
             print_state(&key, &v, json)
         }
         Cmd::Providers { json } => {
-            let views = client()?.providers().await?;
+            let c = client()?;
+            let views = c.providers().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {
                 output::print_providers(&views);
+                output::print_daemons(&c.daemons().await?);
             }
             Ok(())
         }
         Cmd::Watch => watch::run(&client()?).await,
+        Cmd::Operator(cmd) => cmd.run(&client()?).await,
         Cmd::Completions { .. } => Ok(()), // handled above
         Cmd::Check { files } => {
             check::run(cli.config.as_deref(), &files).map_err(|e| Invalid(e).into())
@@ -491,6 +543,9 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
         Cmd::Bench {
             what: BenchCmd::Batch(opts),
         } => switchyard_bench::batch::run(opts),
+        Cmd::Bench {
+            what: BenchCmd::Fleet(opts),
+        } => switchyard_bench::fleet::run(opts).await,
         Cmd::Bench {
             what: BenchCmd::Dashboard(opts),
         } => {

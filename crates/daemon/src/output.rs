@@ -154,6 +154,25 @@ pub fn print_providers(views: &[ProviderView]) {
     print_poll_classes(views);
 }
 
+/// The daemons sharing the store, below the providers.
+pub fn print_daemons(daemons: &[switchyard_api::DaemonView]) {
+    println!();
+    println!("{:<48} {:>6} {:>12}", "DAEMON", "EPOCH", "LEASE LEFT");
+    for d in daemons {
+        let name = if d.this {
+            format!("{} (this one)", d.owner)
+        } else {
+            d.owner.clone()
+        };
+        println!(
+            "{:<48} {:>6} {:>11.1}s",
+            name,
+            d.epoch,
+            d.expires_in_ms as f64 / 1000.0
+        );
+    }
+}
+
 /// What polling learned per class, when anything finished yet.
 fn print_poll_classes(views: &[ProviderView]) {
     if views.iter().all(|v| v.poll_classes.is_empty()) {
@@ -185,5 +204,90 @@ fn print_poll_classes(views: &[ProviderView]) {
                 secs(c.p95_delay_s)
             );
         }
+    }
+}
+
+/// `switchyard show`: the job's row, where it has been (its fallbacks),
+/// its history and, when asked for, what its provider shows of it.
+pub fn print_job(d: &switchyard_api::JobDetail) {
+    let j = &d.job;
+    print_table(std::slice::from_ref(j));
+    if !j.tried.is_empty() || !j.fallback.is_empty() {
+        let mut chain: Vec<String> = j
+            .tried
+            .iter()
+            .map(|t| {
+                let why = match &t.error {
+                    Some(e) => format!("{}: {} {}", t.why, e.code, e.message),
+                    None => t.why.to_string(),
+                };
+                format!("{} ({why}, {} credits)", t.provider, t.credits_charged)
+            })
+            .collect();
+        chain.push(format!("{} ({})", j.provider, state_label(j)));
+        chain.extend(
+            j.fallback
+                .iter()
+                .map(|a| format!("{} (not tried)", a.provider)),
+        );
+        let on: Vec<&str> = j.fallback_on.iter().map(|w| w.as_str()).collect();
+        println!("\nproviders: {}", chain.join(" -> "));
+        println!("fallback on: {}", on.join(", "));
+    }
+    if let Some(at) = &j.paused_at {
+        println!("\npaused at the provider since {at}");
+    }
+    println!("\nhistory:");
+    for h in &d.history {
+        println!(
+            "  {}  {:>10} -> {:<10} {}",
+            h.at,
+            h.from.map_or("-".to_string(), |s| s.to_string()),
+            h.to,
+            h.note
+        );
+    }
+    let Some(detail) = &d.detail else {
+        return;
+    };
+    let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    let num = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
+    println!("\nat {} (job {}):", detail.provider, detail.provider_job_id);
+    if !detail.keyframes.is_empty() {
+        println!("  keyframes:");
+        for k in &detail.keyframes {
+            let score = k.qai_score.map_or("-".to_string(), |s| format!("{s:.2}"));
+            println!(
+                "    #{:<3} {:<10} QAI {:<5} {}",
+                num(k.index),
+                opt(&k.status),
+                score,
+                opt(&k.image_url)
+            );
+        }
+    }
+    if !detail.segments.is_empty() {
+        println!("  video segments:");
+        for s in &detail.segments {
+            let secs = s
+                .duration_seconds
+                .map_or("-".to_string(), |d| format!("{d}s"));
+            println!(
+                "    #{:<3} {:<10} {:<5} {}",
+                num(s.index),
+                opt(&s.status),
+                secs,
+                opt(&s.video_url)
+            );
+        }
+    }
+    if !detail.steps.is_empty() {
+        println!("  processing steps:");
+        for s in &detail.steps {
+            println!("    {:<20} {}", s.name, s.status);
+        }
+    }
+    if detail.keyframes.is_empty() && detail.segments.is_empty() && detail.steps.is_empty() {
+        println!("  (nothing listed yet)");
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::config::{Config, ProviderConfig};
 use crate::http;
+use crate::store_config::Backend;
 use anyhow::Context;
 use futures::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -27,6 +28,8 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     grace: std::time::Duration,
+    /// Held while running (see [`lock_data_dir`]).
+    _data_dir_lock: Option<std::fs::File>,
 }
 
 impl Daemon {
@@ -46,12 +49,14 @@ impl Daemon {
         let auth = Arc::new(http::Auth::new(token.as_ref()));
         let guard = Arc::new(http::Guard::new(&cfg.daemon.allowed_hosts, auth.clone()));
         let shutdown = CancellationToken::new();
-        let store = open_store(cfg)?;
+        let (store, lock) = open_store(cfg).await?;
         let rt = Engine::start(engine_config(cfg)?, store, shutdown.child_token()).await?;
         let listener = TcpListener::bind(cfg.daemon.listen)
             .await
             .with_context(|| format!("binding {}", cfg.daemon.listen))?;
         let addr = listener.local_addr()?;
+        // After the listener: a provider may call the URL at once.
+        rt.register_webhooks(&cfg.webhook_urls());
         if let Some(dir) = cfg.daemon.inbox_dir.clone() {
             tokio::spawn(switchyard_engine::inbox::run(
                 rt.clone(),
@@ -84,6 +89,7 @@ impl Daemon {
             shutdown,
             server,
             grace: cfg.daemon.shutdown_grace,
+            _data_dir_lock: lock,
         })
     }
 
@@ -141,7 +147,7 @@ pub async fn run(cfg: Config, cfg_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// SIGHUP: re-reads the config file and the environment. Rate limits,
 /// budgets, polling settings, max_in_flight/max_attempts, the auth token and
-/// allowed_hosts take effect at once; anything else waits for a restart (said in the log).
+/// allowed_hosts take effect at once, and webhook URLs are registered again; anything else waits for a restart (said in the log).
 /// A config with any problem is refused whole and the running one kept.
 fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> Option<Config> {
     // Checked as at start: a provider whose key went missing is refused too.
@@ -169,11 +175,18 @@ fn reload(daemon: &Daemon, running: &Config, path: Option<&std::path::Path>) -> 
     for name in daemon.rt.reload(&limits) {
         tracing::warn!(provider = %name, "new provider in the reloaded config: takes effect at the next restart");
     }
+    daemon.rt.register_webhooks(&new.webhook_urls());
     tracing::info!("configuration reloaded: limits, budgets and polling settings updated");
     let d = (&running.daemon, &new.daemon);
     let mut later = Vec::new();
     if d.0.data_dir != d.1.data_dir {
         later.push("daemon.data_dir");
+    }
+    if d.0.name != d.1.name {
+        later.push("daemon.name");
+    }
+    if running.store != new.store {
+        later.push("store");
     }
     if d.0.listen != d.1.listen {
         later.push("daemon.listen");
@@ -239,12 +252,60 @@ fn spawn_watchdog(rt: Engine, stop: CancellationToken) -> tokio::task::JoinHandl
     })
 }
 
-/// The embedded store under `data_dir`.
-fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(&cfg.daemon.data_dir)
-        .with_context(|| format!("creating data_dir {}", cfg.daemon.data_dir.display()))?;
-    let store = switchyard_store_sled::SledStore::open(&cfg.daemon.data_dir.join("db"))?;
-    Ok(Arc::new(store))
+/// The store `[store]` names: sled under `data_dir`, or PostgreSQL.
+/// Returns the lock on `data_dir` a shared store needs (sled locks its own
+/// directory).
+async fn open_store(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<std::fs::File>)> {
+    let dir = &cfg.daemon.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
+    match cfg.store.backend {
+        Backend::Sled => {
+            let store = switchyard_store_sled::SledStore::open(&dir.join("db"))?;
+            Ok((Arc::new(store), None))
+        }
+        Backend::Postgres => {
+            let lock = lock_data_dir(dir)?;
+            // `start_problems` already refused a missing or unreadable URL.
+            let url = match cfg.store.url() {
+                Ok(Some(url)) => url,
+                Ok(None) => anyhow::bail!("store.backend = \"postgres\" without a URL"),
+                Err((key, why)) => anyhow::bail!("store.{key}: {why}"),
+            };
+            let opts = switchyard_store_postgres::PgOptions {
+                pool_size: cfg.store.pool_size,
+                application_name: format!("switchyard {}", owner_name(cfg)),
+            };
+            // The store's errors never carry the URL or its password.
+            let store = switchyard_store_postgres::PgStore::connect(url.expose(), opts)
+                .await
+                .context("connecting to the PostgreSQL store (store.url_env / store.url_file)")?;
+            tracing::info!(owner = %owner_name(cfg), "store: PostgreSQL, shared with every daemon on the same database");
+            Ok((Arc::new(store), Some(lock)))
+        }
+    }
+}
+
+/// On a shared store, a daemon's name (host and data dir, by default) is
+/// what fences its writes: two processes under one name would both pass.
+/// sled locks its directory; here the daemon locks `data_dir` itself, so a
+/// second daemon on the same directory refuses to start.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use fs2::FileExt;
+    let path = dir.join("daemon.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.try_lock_exclusive().with_context(|| {
+        format!(
+            "{} is locked: another daemon runs on data_dir {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    Ok(f)
 }
 
 /// A provider's limits as the engine takes them.
@@ -284,14 +345,26 @@ fn engine_config(cfg: &Config) -> anyhow::Result<EngineConfig> {
         providers,
         output_dir: cfg.daemon.output_dir.clone(),
         parallel_downloads: 4,
-        owner: owner_name(),
+        owner: owner_name(cfg),
+        lease_ttl: cfg.store.lease_ttl,
     })
 }
 
-/// This daemon's name in the store: host and process id.
-fn owner_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
+/// This daemon's name in the store: `daemon.name`, else host and data dir:
+/// different for every daemon sharing a store, the same across restarts
+/// (so a restarted daemon takes its own live jobs back at once).
+fn owner_name(cfg: &Config) -> String {
+    if let Some(name) = &cfg.daemon.name {
+        return name.clone();
+    }
+    // uname, not /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides
+    // /proc/sys, and a fallback name shared by every machine would let two
+    // daemons pass each other's fences.
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let dir =
+        std::fs::canonicalize(&cfg.daemon.data_dir).unwrap_or_else(|_| cfg.daemon.data_dir.clone());
+    format!("{host}:{}", dir.display())
 }

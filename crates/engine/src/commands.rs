@@ -125,6 +125,8 @@ impl Engine {
             progress: Some(None),
             stage: Some(None),
             attempts: Some(switchyard_core::Attempts::Set(0)),
+            paused_at: Some(None),
+            paused_ms: Some(0),
             ..Patch::default()
         };
         let change = Change::to(JobState::Queued, "retried by user")
@@ -213,7 +215,10 @@ async fn cancel_remote(
             // A poll may have moved the job (pending to processing) while
             // the cancel was on the wire, and then the store refuses this
             // record: keep polling it, and the next poll sees it cancelled.
-            if s.record(p, key, state, st).await.is_some() {
+            if s.record(p, key, state, st, crate::record::By::User)
+                .await
+                .is_some()
+            {
                 let _ = s.sched.send(Sched::Untrack { key: key.into() });
             }
             s.job_or_not_found(key).await

@@ -32,6 +32,12 @@ pub struct EngineConfig {
     pub output_dir: Option<PathBuf>,
     /// Downloads at once.
     pub parallel_downloads: usize,
-    /// The name this daemon holds its lease under in the store.
+    /// The name this daemon holds its lease under in the store; unique
+    /// among the daemons sharing a store, and the same across its restarts
+    /// (so a restart finds its own live jobs at once).
     pub owner: String,
+    /// How long the lease holds without a renewal (renewed every third of
+    /// it): after this, a silent daemon's live jobs are taken over by the
+    /// others on the same store.
+    pub lease_ttl: std::time::Duration,
 }

@@ -7,7 +7,7 @@ use crate::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_core::HeldBy;
+use switchyard_core::{HeldBy, JobState};
 use switchyard_store::Claim;
 use tokio::time::Instant;
 
@@ -41,10 +41,37 @@ enum Dispatched {
 /// a whole group of creates instead of one each.
 const DISPATCH_GROUP: usize = 64;
 
+/// Live jobs of one provider in the store (every daemon's), by state.
+#[derive(Default)]
+struct Live {
+    queued: u64,
+    submitting: u64,
+    /// `pending` and `processing`.
+    acknowledged: u64,
+}
+
+impl Shared {
+    async fn live(&self, provider: &str) -> Result<Live, switchyard_store::StoreError> {
+        let mut live = Live::default();
+        for c in self.store.counts().await? {
+            if c.provider != provider {
+                continue;
+            }
+            match c.state {
+                JobState::Queued => live.queued += c.jobs,
+                JobState::Submitting => live.submitting += c.jobs,
+                JobState::Pending | JobState::Processing => live.acknowledged += c.jobs,
+                _ => {}
+            }
+        }
+        Ok(live)
+    }
+}
+
 /// Claims up to a group of queued jobs (in queue order, while limits
 /// allow), flushes once, then starts their creates.
 async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
-    if p.paused.load(Ordering::Relaxed) {
+    if p.is_paused() {
         p.set_hold(Some(HeldBy::Paused));
         return Dispatched::None;
     }
@@ -52,19 +79,35 @@ async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
         p.set_hold(Some(HeldBy::Rate));
         return Dispatched::NoneUntil(wait);
     }
-    let (max_in_flight, budget, limiter) = {
+    // A lease that may have run out (no renewal for most of its TTL) may
+    // already be another daemon's: claim nothing under it.
+    if !s.lease_fresh() {
+        return Dispatched::NoneUntil(Duration::from_millis(100));
+    }
+    let gen = s.gen();
+    let (max_in_flight, budget, limiter, gate) = {
         let l = read(&p.limits);
         (
-            l.max_in_flight as usize,
+            l.max_in_flight as u64,
             l.budget.clone(),
             l.limiter.clone(),
+            l.gate,
         )
     };
-    let free = max_in_flight.saturating_sub(p.in_flight.load(Ordering::Relaxed));
+    // In-flight slots are the store's live jobs of the provider, so that a
+    // fleet shares one cap and nothing counted here can drift from it.
+    let live = match s.live(&p.name).await {
+        Ok(l) => l,
+        Err(e) => {
+            s.store_failed(&format!("counting live jobs of {}", p.name), &e);
+            return Dispatched::None;
+        }
+    };
+    let in_flight = live.submitting + live.acknowledged;
+    let free = max_in_flight.saturating_sub(in_flight) as usize;
     if free == 0 {
         // Held by concurrency only if anything waits.
-        let queued = s.queued(&p.name).await;
-        p.set_hold((queued > 0).then_some(HeldBy::Concurrency));
+        p.set_hold((live.queued > 0).then_some(HeldBy::Concurrency));
         return Dispatched::None;
     }
     let period = budget
@@ -75,7 +118,8 @@ async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
     // permit again.
     let until: Mutex<Option<Duration>> = Mutex::new(None);
     let permit_at = Instant::now();
-    // A job becomes `submitting` only with its rate permit in hand: the
+    // A job becomes `submitting` only with its rate permits in hand (this
+    // process's limiter here, the store's shared gate in the claim): the
     // create goes out right after the group's flush (a lag of one fsync,
     // within the limiter's one-slot margin), and a crash finds few
     // `submitting` jobs whose create was never sent.
@@ -90,15 +134,20 @@ async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
         Some(p.adapter.estimate_credits(&job.params))
     };
     let claim = Claim {
-        lease: &s.lease,
+        lease: &gen.lease,
         provider: &p.name,
         limit: free.clamp(1, DISPATCH_GROUP),
         period: &period,
         budget: budget.as_ref().map(|b| b.credits),
         admit: &admit,
         note: "dispatched",
-        gate: None,
-        max_in_flight: None,
+        gate: Some(gate),
+        // The store counts `submitting` atomically with the claim; jobs
+        // already acknowledged hold their slots too. Another daemon's job
+        // acknowledged since the count above only lowers `submitting`.
+        max_in_flight: Some(
+            u32::try_from(max_in_flight.saturating_sub(live.acknowledged)).unwrap_or(u32::MAX),
+        ),
     };
     let claimed = match s.store.claim(claim).await {
         Ok(c) => c,
@@ -107,11 +156,13 @@ async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
             return Dispatched::None;
         }
     };
-    let until = *crate::limits::lock(&until);
+    let until = (*crate::limits::lock(&until)).or(claimed.gate_wait);
     let held = if claimed.over_budget {
         Some(HeldBy::Budget)
-    } else if claimed.not_admitted {
+    } else if claimed.not_admitted || claimed.gate_wait.is_some() {
         Some(HeldBy::Rate)
+    } else if claimed.at_cap && claimed.jobs.is_empty() {
+        Some(HeldBy::Concurrency)
     } else {
         None
     };
@@ -131,11 +182,11 @@ async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
     {
         return Dispatched::None;
     }
-    p.in_flight.fetch_add(claimed.jobs.len(), Ordering::Relaxed);
     for job in claimed.jobs {
-        let (s2, p2) = (s.clone(), p.clone());
-        s.tracker
-            .spawn(async move { s2.submit(p2, job, Some(permit_at)).await });
+        let (s2, p2, g2) = (s.clone(), p.clone(), gen.clone());
+        s.spawn_in(&gen, async move {
+            s2.submit(p2, job, Some(permit_at), g2).await
+        });
     }
     Dispatched::Some
 }

@@ -8,6 +8,14 @@ use switchyard_store::StoreError;
 pub enum EngineError {
     #[error("no job with key {0:?}")]
     NotFound(String),
+    #[error("no provider named {name:?} is configured (configured: {})", configured.join(", "))]
+    UnknownProvider {
+        name: String,
+        configured: Vec<String>,
+    },
+    /// The request itself is wrong (not the job's state).
+    #[error("{0}")]
+    BadRequest(String),
     /// The job is not in a state where the command applies.
     #[error("{0}")]
     Conflict(String),

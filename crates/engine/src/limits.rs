@@ -1,17 +1,22 @@
 //! Per-provider limits at run time: the rate gate (GCRA with a margin),
-//! the throttle and cool-down after 429s, the in-flight slots, and why the
-//! queue head waits. Every request to a provider passes [`ProviderRt::permit`].
+//! kept twice: governor in this process as the smoother, and the store's
+//! gate shared by every daemon on the store (the fleet's quota, which a
+//! restart does not reset); the throttle and cool-down after 429s, the
+//! latter held in the store too; and why the queue head waits. Every
+//! request to a provider passes [`ProviderRt::permit`] (creates take the
+//! same two permits in the claim).
 
 use crate::config::{ProviderLimits, ProviderSetup};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use switchyard_core::limits::{Budget, PollConfig, RateLimit};
-use switchyard_core::HeldBy;
+use switchyard_core::{Gate, HeldBy};
 use switchyard_provider::Provider;
+use switchyard_store::{Permit, Store};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Limits {
     pub(crate) rate_limit: RateLimit,
     pub(crate) limiter: Arc<DefaultDirectRateLimiter>,
+    /// The same quota as `limiter`, as the store's shared gate takes it.
+    pub(crate) gate: Gate,
     pub(crate) max_in_flight: u32,
     pub(crate) budget: Option<Budget>,
     pub(crate) poll: PollConfig,
@@ -32,6 +39,7 @@ impl Limits {
         Limits {
             rate_limit: cfg.rate_limit,
             limiter: Arc::new(RateLimiter::direct(quota(&cfg.rate_limit, 1.0))),
+            gate: gate(&cfg.rate_limit, 1.0),
             max_in_flight: cfg.max_in_flight,
             budget: cfg.budget.clone(),
             poll: cfg.poll.clone(),
@@ -49,6 +57,23 @@ impl Limits {
 /// late request followed by an on-time one still fits the provider's
 /// tolerance); with a burst of 1, the interval is stretched by 5 %.
 pub(crate) fn quota(rl: &RateLimit, factor: f64) -> Quota {
+    let (interval, kept) = shape(rl, factor);
+    let nz = NonZeroU32::new(kept).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(interval)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(nz)
+}
+
+/// [`quota`] as the store's gate: one daemon and a fleet keep the same
+/// margin and throttle.
+pub(crate) fn gate(rl: &RateLimit, factor: f64) -> Gate {
+    let (interval, burst) = shape(rl, factor);
+    Gate { interval, burst }
+}
+
+/// The interval between permits and the burst kept, margin and throttle
+/// included.
+fn shape(rl: &RateLimit, factor: f64) -> (Duration, u32) {
     let factor = factor.clamp(MIN_THROTTLE, 1.0);
     // A provider that answered 429 has shown it is stricter than the config
     // says, burst included: while throttled, no bursts at all.
@@ -64,15 +89,12 @@ pub(crate) fn quota(rl: &RateLimit, factor: f64) -> Quota {
         interval = interval.mul_f64(1.05);
         1
     };
-    let nz = NonZeroU32::new(kept).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(interval.max(Duration::from_micros(1)))
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(nz)
+    (interval.max(Duration::from_micros(1)), kept)
 }
 
 /// The interval between two requests at the configured rate (50/s when
 /// none is configured).
-fn configured_interval(rl: &RateLimit) -> Duration {
+pub(crate) fn configured_interval(rl: &RateLimit) -> Duration {
     match (rl.per_second, rl.per_minute) {
         (Some(s), _) => Duration::from_secs(1) / s.max(1),
         (None, Some(m)) => Duration::from_secs(60) / m.max(1),
@@ -82,6 +104,9 @@ fn configured_interval(rl: &RateLimit) -> Duration {
 
 /// The lowest share of the configured rate the daemon throttles down to.
 const MIN_THROTTLE: f64 = 1.0 / 64.0;
+
+/// How long a hold read from the store is trusted.
+const HELD_FRESH: Duration = Duration::from_millis(250);
 
 /// Counters shown by `providers` and `/metrics`.
 #[derive(Debug, Default)]
@@ -97,21 +122,27 @@ pub(crate) struct Counters {
 }
 
 /// One configured provider at run time.
-#[derive(Debug)]
 pub(crate) struct ProviderRt {
     pub(crate) name: String,
     pub(crate) adapter: Arc<dyn Provider>,
     pub(crate) limits: RwLock<Limits>,
+    /// The shared gate and holds live here.
+    store: Arc<dyn Store>,
     cooldown_until: Mutex<Option<Instant>>,
+    /// The store's hold as last read, and when it was read (views ask
+    /// often; a hold changes rarely).
+    held: Mutex<Option<(Instant, Option<Instant>)>>,
     consecutive_429: AtomicU32,
     /// Share of the configured rate in use: halved when the provider answers
     /// 429 (it is stricter than the config says), raised again by a fifth
     /// every 20 good answers. Additive-increase would be slower to recover;
     /// this keeps a storm short and throughput near the provider's limit.
     throttle: Mutex<Throttle>,
-    /// Set by a 402; cleared by a config reload.
+    /// Set by a 402; cleared by a config reload or a user's resume.
     pub(crate) paused: AtomicBool,
-    pub(crate) in_flight: AtomicUsize,
+    /// A user's pause (`switchyard pause`), as the store keeps it: survives
+    /// reloads and restarts, and is shared by every daemon on the store.
+    pub(crate) user_paused: AtomicBool,
     pub(crate) wake: Notify,
     pub(crate) counters: Counters,
     /// Why the head of this provider's queue waits, if it does. Every queued
@@ -161,16 +192,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ProviderRt {
-    pub(crate) fn new(setup: ProviderSetup) -> ProviderRt {
+    pub(crate) fn new(setup: ProviderSetup, store: Arc<dyn Store>) -> ProviderRt {
         ProviderRt {
             name: setup.name,
             adapter: setup.adapter,
             limits: RwLock::new(Limits::from_config(&setup.limits)),
+            store,
             cooldown_until: Mutex::new(None),
+            held: Mutex::new(None),
             consecutive_429: AtomicU32::new(0),
             throttle: Mutex::new(Throttle::full()),
             paused: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
+            user_paused: AtomicBool::new(false),
             wake: Notify::new(),
             counters: Counters::default(),
             hold: Mutex::new(None),
@@ -184,13 +217,39 @@ impl ProviderRt {
         (until > now).then(|| until - now)
     }
 
-    /// Rebuilds the limiter at `factor` of the configured rate.
+    /// What is left of the provider's cool-down, this daemon's or the
+    /// fleet's (a 429 another daemon got, or one from before a restart).
+    pub(crate) async fn held(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let cached = *lock(&self.held);
+        let until = match cached {
+            Some((read_at, until)) if now - read_at < HELD_FRESH => until,
+            _ => match self.store.held(&self.name).await {
+                Ok(left) => {
+                    let until = left.map(|d| now + d);
+                    *lock(&self.held) = Some((now, until));
+                    until
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %self.name, "reading the provider's cool-down from the store: {e}");
+                    None
+                }
+            },
+        };
+        let shared = until.and_then(|u| u.checked_duration_since(now));
+        shared.max(self.cooldown_remaining())
+    }
+
+    /// Rebuilds the limiter and the gate at `factor` of the configured rate.
     pub(crate) fn set_rate_factor(&self, factor: f64) {
         let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
         l.limiter = Arc::new(RateLimiter::direct(quota(&l.rate_limit, factor)));
+        l.gate = gate(&l.rate_limit, factor);
     }
 
-    pub(crate) fn cool_down(&self, retry_after: Option<Duration>) {
+    /// A 429: the provider cools down here at once; returns how long, for
+    /// the store's hold (every daemon, and after a restart).
+    pub(crate) fn cool_down(&self, retry_after: Option<Duration>) -> Duration {
         {
             // The requests already in flight when the first 429 arrives get
             // 429s too; they are one signal, not several.
@@ -214,15 +273,24 @@ impl ProviderRt {
             base + jitter(base / 4)
         });
         let until = Instant::now() + wait;
-        let mut cd = lock(&self.cooldown_until);
-        if cd.is_none_or(|t| t < until) {
-            *cd = Some(until);
+        {
+            let mut cd = lock(&self.cooldown_until);
+            if cd.is_none_or(|t| t < until) {
+                *cd = Some(until);
+            }
         }
+        // The hold about to be written supersedes what was read.
+        *lock(&self.held) = None;
         tracing::warn!(provider = %self.name, wait_ms = wait.as_millis() as u64, "provider answered 429: cooling down");
+        wait
     }
 
-    /// Waits for the provider's cool-down and a rate permit. Every request
-    /// to the provider passes here. False if shutdown came first.
+    /// Waits for the provider's cool-down and a rate permit: this
+    /// process's limiter first (it smooths), then the store's gate (the
+    /// quota every daemon on the store shares, which also keeps the holds
+    /// after 429s). Every request to the provider but a create passes here
+    /// (creates take both permits in the claim). False if `cancel` came
+    /// first.
     pub(crate) async fn permit(&self, cancel: &CancellationToken) -> bool {
         loop {
             if let Some(wait) = self.cooldown_remaining() {
@@ -241,8 +309,27 @@ impl ProviderRt {
             // a permit from the old one does not count.
             let current = Arc::ptr_eq(&limiter, &read(&self.limits).limiter);
             if current && self.cooldown_remaining().is_none() {
-                self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                return true;
+                break;
+            }
+        }
+        loop {
+            let gate = read(&self.limits).gate;
+            let wait = match self.store.permit(&self.name, gate).await {
+                Ok(Permit::Granted) => {
+                    self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Ok(Permit::Wait(d)) => d,
+                Err(e) => {
+                    // Without the shared gate no request may go out: the
+                    // fleet's quota is only kept there.
+                    tracing::warn!(provider = %self.name, "taking a rate permit from the store: {e}");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return false,
             }
         }
     }
@@ -253,13 +340,28 @@ impl ProviderRt {
         configured_interval(&read(&self.limits).rate_limit).div_f64(factor.clamp(MIN_THROTTLE, 1.0))
     }
 
-    /// Gives back an in-flight slot; never wraps below zero.
+    /// A job of this provider left the live states (or this daemon stopped
+    /// following it): an in-flight slot may be free. Slots are the store's
+    /// counts of live jobs, the whole fleet's, so nothing is counted here.
     pub(crate) fn release_slot(&self) {
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            });
+        self.wake.notify_one();
+    }
+
+    /// Nothing new is dispatched: a user's pause or a 402.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused_by().is_some()
+    }
+
+    /// Who paused dispatch: `"user"` before `"credits"` (a user's pause
+    /// outlives a reload, so it is the one to tell).
+    pub(crate) fn paused_by(&self) -> Option<&'static str> {
+        if self.user_paused.load(Ordering::Relaxed) {
+            Some("user")
+        } else if self.paused.load(Ordering::Relaxed) {
+            Some("credits")
+        } else {
+            None
+        }
     }
 
     pub(crate) fn hold(&self) -> Option<HeldBy> {
@@ -293,14 +395,18 @@ impl ProviderRt {
     pub(crate) fn reload(&self, new: &ProviderLimits) {
         let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
         let new = Limits::from_config(new);
-        let limiter = if new.rate_limit == l.rate_limit {
-            l.limiter.clone()
+        let (limiter, gate) = if new.rate_limit == l.rate_limit {
+            (l.limiter.clone(), l.gate)
         } else {
             // A new configured rate starts again at full share.
             *lock(&self.throttle) = Throttle::full();
-            new.limiter.clone()
+            (new.limiter.clone(), new.gate)
         };
-        *l = Limits { limiter, ..new };
+        *l = Limits {
+            limiter,
+            gate,
+            ..new
+        };
         drop(l);
         self.paused.store(false, Ordering::Relaxed);
         self.wake.notify_one();

@@ -8,9 +8,20 @@ use crate::sched::Sched;
 use crate::Shared;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_core::{Attempts, Change, HeldBy, Job, JobError, JobState, LedgerOp, Patch};
+use switchyard_core::{
+    Attempts, Change, FallbackOn, HeldBy, Job, JobError, JobState, LedgerOp, Patch,
+};
 use switchyard_provider::{RemoteState, RemoteStatus};
-use switchyard_store::StoreError;
+use switchyard_store::{Lease, StoreError};
+
+/// Who writes a job's change: the daemon that holds the job (fenced on its
+/// lease, so a daemon whose lease expired cannot overwrite what the daemon
+/// that took over did), or a user's command, which any daemon carries out.
+#[derive(Clone, Copy)]
+pub(crate) enum By<'a> {
+    Owner(&'a Lease),
+    User,
+}
 
 /// How a job leaves `submitting` without a provider id.
 pub(crate) enum Leave {
@@ -26,6 +37,30 @@ pub(crate) enum Leave {
 }
 
 impl Shared {
+    /// Writes `change` as `by`: fenced for the job's owner, plain for a
+    /// user's command.
+    pub(crate) async fn write(
+        &self,
+        by: By<'_>,
+        key: &str,
+        expect: JobState,
+        change: Change,
+    ) -> Result<Job, StoreError> {
+        match by {
+            By::Owner(lease) => self.store.apply_owned(lease, key, expect, change).await,
+            By::User => self.store.apply(key, expect, change).await,
+        }
+    }
+
+    /// A 429: this daemon cools the provider down at once, and the store
+    /// holds it for every daemon (and across a restart) as long.
+    pub(crate) async fn rate_limited(&self, p: &ProviderRt, retry_after: Option<Duration>) {
+        let wait = p.cool_down(retry_after);
+        if let Err(e) = self.store.hold(&p.name, wait).await {
+            self.store_failed(&format!("recording the cool-down of {}", p.name), &e);
+        }
+    }
+
     /// Starts the download of a completed job's outputs, if configured.
     pub(crate) fn download(self: &Arc<Self>, job: &Job) {
         if let Some(d) = self.downloads.clone() {
@@ -54,7 +89,14 @@ impl Shared {
     /// failed, the slot is given back all the same and the job stays where
     /// it was in the store, where the next start reconciles it. If the job
     /// was moved meanwhile (a cancel), whoever moved it gave the slot back.
-    pub(crate) async fn leave(&self, p: &ProviderRt, key: &str, from: JobState, how: Leave) {
+    pub(crate) async fn leave(
+        &self,
+        p: &ProviderRt,
+        key: &str,
+        from: JobState,
+        how: Leave,
+        by: By<'_>,
+    ) {
         let change = match how {
             Leave::Requeue { why, held } => {
                 if held.is_some() {
@@ -70,45 +112,73 @@ impl Shared {
             Leave::Fail(err) => {
                 tracing::warn!(%key, code = %err.code, "job failed: {}", err.message);
                 let note = format!("{}: {}", err.code, err.message);
-                Change::to(JobState::Failed, note)
+                let fallback = crate::fallback::after_failure(&*p.adapter, &err);
+                let change = Change::to(JobState::Failed, note)
                     .ledger(LedgerOp::Release)
                     .patch(Patch {
                         error: Some(Some(err)),
                         ..Patch::default()
-                    })
+                    });
+                match fallback {
+                    Some(why) => change.fallback(why),
+                    None => change,
+                }
             }
             Leave::Uncertain { note, err } => Change::to(JobState::Uncertain, note).patch(Patch {
                 error: Some(Some(err)),
                 ..Patch::default()
             }),
         };
-        match self.store.apply(key, from, change).await {
-            Ok(_) => {
+        match self.write(by, key, from, change).await {
+            Ok(job) => {
                 self.durable("recording the end of a submission").await;
+                if job.provider != p.name {
+                    self.hopped(&p.name, &job);
+                }
             }
             Err(e) if e.is_state_mismatch() => return,
+            Err(StoreError::LeaseLost { .. }) => return self.lost(key, &p.name),
             Err(e) => self.store_failed(&format!("moving job {key} out of {from}"), &e),
         }
         self.release(p, key);
     }
 
-    /// A job this engine no longer works on: its slot back, the dispatcher
-    /// woken, the poll schedule dropped.
+    /// A fenced write found `key` held by another daemon (this one's lease
+    /// had expired and the job was taken over): it is no longer followed
+    /// here, and nothing is written or retried for it.
+    pub(crate) fn lost(&self, key: &str, provider: &str) {
+        tracing::info!(%key, %provider, "job taken over by another daemon: no longer followed here");
+        let _ = self.sched.send(Sched::Untrack { key: key.into() });
+        if let Some(p) = self.providers.get(provider) {
+            p.release_slot();
+        }
+    }
+
+    /// A job this engine no longer works on: the dispatcher woken (a slot
+    /// may be free), the poll schedule dropped.
     pub(crate) fn release(&self, p: &ProviderRt, key: &str) {
         p.release_slot();
-        p.wake.notify_one();
         let _ = self.sched.send(Sched::Untrack { key: key.into() });
     }
 
     /// Records what the provider said about a job in state `from`. Returns
     /// the job's new state, or `None` if the store refused (e.g. the job was
-    /// cancelled meanwhile) or failed.
+    /// cancelled meanwhile, or another daemon holds it now) or failed.
+    ///
+    /// With `output_dir` set, the owner downloads a completed job's outputs
+    /// before it records the completion, with the files in the same write:
+    /// the fenced write then decides which daemon's download counts (a
+    /// daemon that lost the job to another writes nothing and lists
+    /// nothing in the manifest), and a daemon that dies mid-download leaves
+    /// the job live, to be polled and downloaded again by whoever follows
+    /// it next.
     pub(crate) async fn record(
         self: &Arc<Self>,
         p: &ProviderRt,
         key: &str,
         from: JobState,
         st: RemoteStatus,
+        by: By<'_>,
     ) -> Option<JobState> {
         let to: JobState = st.state.into();
         let note = match &st.error {
@@ -139,26 +209,49 @@ impl Shared {
                 return None;
             }
         };
-        let change = Change::to(to, note).ledger(ledger).patch(patch);
-        let job = match self.store.apply(key, from, change).await {
+        let downloads = match (&self.downloads, by) {
+            (Some(d), By::Owner(_)) if to == JobState::Completed && !st.output_urls.is_empty() => {
+                Some(d)
+            }
+            _ => None,
+        };
+        let mut patch = patch;
+        if let Some(d) = downloads {
+            patch.output_files = Some(d.fetch_all(key, &st.output_urls).await);
+        }
+        let mut change = Change::to(to, note).ledger(ledger).patch(patch);
+        if to == JobState::Failed {
+            // The provider says the job failed: nothing runs there any more.
+            change = change.fallback(FallbackOn::Failed);
+        }
+        let job = match self.write(by, key, from, change).await {
             Ok(job) => job,
             Err(e) if e.is_state_mismatch() => return None,
+            Err(StoreError::LeaseLost { .. }) => {
+                self.lost(key, &p.name);
+                return None;
+            }
             Err(e) => {
                 self.store_failed(&format!("recording the status of {key}"), &e);
                 return None;
             }
         };
-        if from == JobState::Submitting || to != from {
+        let durable = if from == JobState::Submitting || to != from {
             // Not durable: the job stays tracked (the write is staged and a
             // later sync may succeed); health says the store is failing.
-            self.durable("recording a status").await;
-        }
-        if job.state.is_terminal() {
+            self.durable("recording a status").await
+        } else {
+            true
+        };
+        if job.provider != p.name {
+            self.release(p, key);
+            self.hopped(&p.name, &job);
+        } else if job.state.is_terminal() {
             p.release_slot();
-            p.wake.notify_one();
             tracing::info!(%key, state = %job.state, "job finished");
-            if job.state == JobState::Completed && !job.output_urls.is_empty() {
-                self.download(&job);
+            // The manifest names only files a restart will not forget.
+            if let (Some(d), true) = (downloads, durable) {
+                d.append_manifest(&job).await;
             }
         } else if from == JobState::Submitting || from == JobState::Uncertain {
             self.track(&job, &st.provider_job_id);
@@ -177,19 +270,28 @@ impl Shared {
         if !to.is_terminal() {
             return Ok(LedgerOp::None);
         }
+        let job = self.store.get(key).await?;
         let refunded = st.credits_refunded.unwrap_or(0);
+        // A provider's charge covers every run of its job: after a retry
+        // at the provider (the same provider job), what the earlier runs
+        // were charged is in the ledger already.
+        let counted = job
+            .as_ref()
+            .filter(|j| j.provider_job_id.as_deref() == Some(st.provider_job_id.as_str()))
+            .map_or(0, |j| j.credits_charged);
+        let new_charge = |c: u64| c.saturating_sub(refunded).saturating_sub(counted);
         Ok(match (to, st.credits_charged) {
             (JobState::Completed, Some(c)) => LedgerOp::Settle {
-                charged: c.saturating_sub(refunded),
+                charged: new_charge(c),
             },
-            (JobState::Completed, None) => match self.store.get(key).await? {
+            (JobState::Completed, None) => match job {
                 Some(j) => LedgerOp::Settle {
                     charged: j.credits_reserved.saturating_sub(refunded),
                 },
                 None => LedgerOp::Release,
             },
-            (_, Some(c)) if c > refunded => LedgerOp::Settle {
-                charged: c - refunded,
+            (_, Some(c)) if new_charge(c) > 0 => LedgerOp::Settle {
+                charged: new_charge(c),
             },
             _ => LedgerOp::Release,
         })
@@ -197,10 +299,13 @@ impl Shared {
 }
 
 /// Time since the provider acknowledged the job (since intake for records
-/// written before `submitted_at` existed).
+/// written before `submitted_at` existed), less the time users had it
+/// paused there: the poll timeout and the learned durations count the
+/// provider's working time.
 pub(crate) fn since_submitted(job: &Job) -> Duration {
     humantime::parse_rfc3339(job.submitted_at.as_deref().unwrap_or(&job.created_at))
         .ok()
         .and_then(|t| t.elapsed().ok())
         .unwrap_or_default()
+        .saturating_sub(Duration::from_millis(job.paused_ms))
 }

@@ -54,24 +54,32 @@ impl Downloader {
         &self.dir
     }
 
-    /// Downloads every output of a completed job, records the files on the
-    /// job and appends the job to the manifest.
-    pub(crate) async fn fetch_job(&self, s: &Shared, job: &Job) {
+    /// Downloads every output of job `key`; the files that arrived whole.
+    pub(crate) async fn fetch_all(&self, key: &str, urls: &[String]) -> Vec<String> {
         let Ok(_slot) = self.slots.acquire().await else {
-            return;
+            return Vec::new();
         };
         let mut files = Vec::new();
-        for (i, url) in job.output_urls.iter().enumerate() {
-            let name = file_name(&job.key, i, url);
+        for (i, url) in urls.iter().enumerate() {
+            let name = file_name(key, i, url);
             let dest = self.dir.join(&name);
             match self.fetch(url, &dest).await {
                 Ok(()) => {
-                    tracing::info!(key = %job.key, file = %dest.display(), "downloaded");
+                    tracing::info!(%key, file = %dest.display(), "downloaded");
                     files.push(dest.display().to_string());
                 }
-                Err(e) => tracing::warn!(key = %job.key, %url, "download failed: {e}"),
+                Err(e) => tracing::warn!(%key, %url, "download failed: {e}"),
             }
         }
+        files
+    }
+
+    /// For a job recorded completed without its files (by an older
+    /// version, which downloaded after the completion): downloads every
+    /// output, records the files on the job and appends the job to the
+    /// manifest.
+    pub(crate) async fn fetch_job(&self, s: &Shared, job: &Job) {
+        let files = self.fetch_all(&job.key, &job.output_urls).await;
         let patch = Patch {
             output_files: Some(files),
             ..Patch::default()
@@ -90,7 +98,7 @@ impl Downloader {
         }
     }
 
-    async fn append_manifest(&self, job: &Job) {
+    pub(crate) async fn append_manifest(&self, job: &Job) {
         let _g = self.manifest.lock().await;
         let line = serde_json::json!({
             "key": job.key, "provider": job.provider, "provider_job_id": job.provider_job_id,

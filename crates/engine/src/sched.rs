@@ -44,6 +44,14 @@ pub(crate) enum Sched {
     Untrack {
         key: String,
     },
+    /// Another daemon received a verified webhook for this job: poll it
+    /// now if it is followed here.
+    DueKey {
+        key: String,
+    },
+    /// The lease was found lost: nothing is followed until the store says
+    /// what this daemon still holds.
+    Forget,
     /// What was learned per class, by provider name.
     Learned {
         reply: tokio::sync::oneshot::Sender<Vec<(String, switchyard_api::PollClassView)>>,

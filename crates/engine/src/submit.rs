@@ -3,8 +3,8 @@
 //! out of `submitting` when the provider did not take the job.
 
 use crate::limits::{jitter, read, ProviderRt};
-use crate::record::Leave;
-use crate::Shared;
+use crate::record::{By, Leave};
+use crate::{Gen, Shared};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,24 +14,19 @@ use switchyard_store::StoreError;
 use tokio::time::Instant;
 
 impl Shared {
-    /// After a restart: live jobs are polled again, jobs caught between
-    /// sending a create and recording its answer are reconciled.
-    pub(crate) async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
-        for job in self.store.recover(&self.lease).await? {
-            let Some(p) = self.providers.get(&job.provider) else {
-                continue;
-            };
-            p.in_flight.fetch_add(1, Ordering::Relaxed);
-            if job.state == JobState::Submitting {
-                let (s, p) = (self.clone(), p.clone());
-                self.tracker.spawn(async move { s.reconcile(p, job).await });
-            } else if let Some(id) = job.provider_job_id.clone() {
-                self.track(&job, &id);
-            }
-        }
-        // Downloads cut by the stop resume in the background: finding them
-        // means reading every completed job, which must not delay dispatch.
-        if self.downloads.is_some() {
+    /// At start: the live jobs this lease holds (its own from before a
+    /// restart, and those of daemons whose lease expired) are followed:
+    /// created ones polled again, ones caught between sending a create and
+    /// recording its answer reconciled.
+    pub(crate) async fn recover(self: &Arc<Self>, gen: &Arc<Gen>) -> Result<(), StoreError> {
+        let jobs = self.store.recover(&gen.lease).await?;
+        self.follow(gen, jobs);
+        // Jobs recorded completed before their outputs were downloaded (an
+        // older version downloaded after the completion; or every download
+        // failed) are fetched again in the background: finding them means
+        // reading every completed job, which must not delay dispatch. Not
+        // on a shared store, where every daemon would fetch them.
+        if self.downloads.is_some() && !self.fleet {
             let s = self.clone();
             tokio::spawn(async move {
                 let done = s
@@ -56,25 +51,49 @@ impl Shared {
         Ok(())
     }
 
-    async fn reconcile(self: Arc<Self>, p: Arc<ProviderRt>, job: Job) {
+    /// Follows jobs this lease holds: created ones are polled by their
+    /// stored provider id (never created again), `submitting` ones are
+    /// reconciled as after a restart.
+    pub(crate) fn follow(self: &Arc<Self>, gen: &Arc<Gen>, jobs: Vec<Job>) {
+        for job in jobs {
+            let Some(p) = self.providers.get(&job.provider) else {
+                tracing::warn!(key = %job.key, provider = %job.provider, "a live job of a provider this daemon has no config for: not followed here");
+                continue;
+            };
+            if job.state == JobState::Submitting {
+                let (s, p, g) = (self.clone(), p.clone(), gen.clone());
+                self.spawn_in(gen, async move { s.reconcile(p, job, g).await });
+            } else if let Some(id) = job.provider_job_id.clone() {
+                self.track(&job, &id);
+            }
+        }
+    }
+
+    /// A job found in `submitting` that this daemon holds but has no task
+    /// for (after a restart, a takeover or a lost lease): the create may or
+    /// may not have reached the provider.
+    pub(crate) async fn reconcile(self: Arc<Self>, p: Arc<ProviderRt>, job: Job, gen: Arc<Gen>) {
+        let by = By::Owner(&gen.lease);
         if p.adapter.idempotent_create() {
             tracing::info!(key = %job.key, provider = %p.name, "resending create after restart (the provider deduplicates by key)");
-            self.submit(p, job, None).await;
+            self.submit(p, job, None, gen.clone()).await;
             return;
         }
-        if !p.permit(&self.cancel).await {
+        if !p.permit(&gen.cancel).await {
             return;
         }
         match p.adapter.find_by_key(&job.key, &job.params).await {
             Ok(Lookup::Found(st)) => {
                 tracing::info!(key = %job.key, id = %st.provider_job_id, "found the job at the provider after restart");
-                self.record(&p, &job.key, JobState::Submitting, st).await;
+                self.record(&p, &job.key, JobState::Submitting, st, by)
+                    .await;
             }
             Ok(Lookup::NotFound) => {
                 tracing::info!(key = %job.key, "the provider never received the create: queued again");
                 let why = "not found at the provider after restart";
                 let how = Leave::Requeue { why, held: None };
-                self.leave(&p, &job.key, JobState::Submitting, how).await;
+                self.leave(&p, &job.key, JobState::Submitting, how, by)
+                    .await;
             }
             found @ (Ok(Lookup::Unsupported) | Err(_)) => {
                 let why = match found {
@@ -83,7 +102,8 @@ impl Shared {
                 };
                 let err = JobError::new("uncertain", why.clone());
                 let how = Leave::Uncertain { note: why, err };
-                self.leave(&p, &job.key, JobState::Submitting, how).await;
+                self.leave(&p, &job.key, JobState::Submitting, how, by)
+                    .await;
             }
         }
     }
@@ -100,25 +120,35 @@ impl Shared {
         p: Arc<ProviderRt>,
         job: Job,
         permit_at: Option<Instant>,
+        gen: Arc<Gen>,
     ) {
+        let by = By::Owner(&gen.lease);
         let mut attempt = job.attempts.max(1);
         let mut have_permit = permit_at.is_some_and(|t| t.elapsed() <= p.slot() / 2);
         loop {
-            if !have_permit && !p.permit(&self.cancel).await {
+            if !have_permit && !p.permit(&gen.cancel).await {
                 return; // shutdown: the job stays `submitting`; restart reconciles it
             }
             have_permit = false;
+            // Last look before acting: a lease that may have expired (this
+            // process was stopped) must not send a create another daemon
+            // may be reconciling. If it was lost, the job is left to
+            // whoever holds it now.
+            if !self.wait_fresh(&gen).await {
+                return;
+            }
             p.counters.creates.fetch_add(1, Ordering::Relaxed);
             let res = p.adapter.create(&job.key, &job.params).await;
             let leave = match res {
                 Ok(st) => {
                     p.ok_answer();
-                    self.record(&p, &job.key, JobState::Submitting, st).await;
+                    self.record(&p, &job.key, JobState::Submitting, st, by)
+                        .await;
                     return;
                 }
                 Err(ProviderError::RateLimited { retry_after }) => {
                     p.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    p.cool_down(retry_after);
+                    self.rate_limited(&p, retry_after).await;
                     Leave::Requeue {
                         why: "provider rate limit (429)",
                         held: Some(HeldBy::Rate),
@@ -156,19 +186,21 @@ impl Shared {
                     let msg = e.to_string();
                     if maybe_created && !p.adapter.idempotent_create() {
                         // The create may have arrived: ask before sending again.
-                        if !p.permit(&self.cancel).await {
+                        if !p.permit(&gen.cancel).await {
                             return;
                         }
                         match p.adapter.find_by_key(&job.key, &job.params).await {
                             Ok(Lookup::Found(st)) => {
-                                self.record(&p, &job.key, JobState::Submitting, st).await;
+                                self.record(&p, &job.key, JobState::Submitting, st, by)
+                                    .await;
                                 return;
                             }
                             Ok(Lookup::NotFound) => {}
                             _ => {
                                 let err = JobError::new("uncertain", format!("create answered with a transient error ({msg}) and the provider cannot be asked whether the job exists"));
                                 let how = Leave::Uncertain { note: msg, err };
-                                self.leave(&p, &job.key, JobState::Submitting, how).await;
+                                self.leave(&p, &job.key, JobState::Submitting, how, by)
+                                    .await;
                                 return;
                             }
                         }
@@ -188,7 +220,7 @@ impl Shared {
                         tracing::info!(key = %job.key, attempt, backoff_ms = backoff.as_millis() as u64, "transient error on create, retrying: {msg}");
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
-                            _ = self.cancel.cancelled() => return,
+                            _ = gen.cancel.cancelled() => return,
                         }
                         attempt += 1;
                         let patch = Patch {
@@ -196,18 +228,21 @@ impl Shared {
                             ..Patch::default()
                         };
                         let change = Change::to(JobState::Submitting, "").patch(patch);
-                        if let Err(e) = self
-                            .store
-                            .apply(&job.key, JobState::Submitting, change)
-                            .await
-                        {
-                            // Cancelled meanwhile, or the store failed: the
-                            // retry is not sent; a restart reconciles.
-                            if !e.is_state_mismatch() {
-                                self.store_failed("counting a create attempt", &e);
+                        match self.write(by, &job.key, JobState::Submitting, change).await {
+                            Ok(_) => {}
+                            Err(StoreError::LeaseLost { .. }) => {
+                                return self.lost(&job.key, &p.name);
                             }
-                            self.release(&p, &job.key);
-                            return;
+                            Err(e) => {
+                                // Cancelled meanwhile, or the store failed:
+                                // the retry is not sent; a restart
+                                // reconciles.
+                                if !e.is_state_mismatch() {
+                                    self.store_failed("counting a create attempt", &e);
+                                }
+                                self.release(&p, &job.key);
+                                return;
+                            }
                         }
                         if !self.durable("counting a create attempt").await {
                             self.release(&p, &job.key);
@@ -221,7 +256,8 @@ impl Shared {
                     Leave::Fail(error_of(&e))
                 }
             };
-            self.leave(&p, &job.key, JobState::Submitting, leave).await;
+            self.leave(&p, &job.key, JobState::Submitting, leave, by)
+                .await;
             return;
         }
     }

@@ -12,17 +12,6 @@ use switchyard_core::{Job, JobState};
 use switchyard_store::{Filter, StateCount};
 
 impl Shared {
-    /// Queued jobs of one provider, from the store's live counts.
-    pub(crate) async fn queued(&self, provider: &str) -> u64 {
-        match self.store.counts().await {
-            Ok(c) => c
-                .iter()
-                .find(|c| c.provider == provider && c.state == JobState::Queued)
-                .map_or(0, |c| c.jobs),
-            Err(_) => 0,
-        }
-    }
-
     /// `held_by` is derived: a queued job waits for what its provider's
     /// queue head waits for.
     pub(crate) fn show_hold(&self, job: &mut Job) {
@@ -75,7 +64,11 @@ impl Engine {
         s.show_hold(&mut job);
         s.show_live(std::slice::from_mut(&mut job)).await;
         let history = s.store.history(key).await?;
-        Ok(JobDetail { job, history })
+        Ok(JobDetail {
+            job,
+            history,
+            detail: None,
+        })
     }
 
     /// Every provider's limits, in-flight jobs, budget and health.
@@ -107,27 +100,40 @@ impl Engine {
                 .map(|b| b.current_period())
                 .unwrap_or_else(|| "total".into());
             let entry = s.store.ledger(name, &period_id).await?;
-            let cooldown = p.cooldown_remaining();
-            let paused = p.paused.load(Ordering::Relaxed);
-            let queued = counts
-                .iter()
-                .find(|c| c.provider == *name && c.state == JobState::Queued)
-                .map_or(0, |c| c.jobs);
+            let cooldown = p.held().await;
+            let paused_by = p.paused_by();
+            let paused = paused_by.is_some();
+            let of = |states: &[JobState]| -> u64 {
+                counts
+                    .iter()
+                    .filter(|c| c.provider == *name && states.contains(&c.state))
+                    .map(|c| c.jobs)
+                    .sum()
+            };
+            let queued = of(&[JobState::Queued]);
+            // The store's live jobs, every daemon's: what the cap counts.
+            let in_flight = of(&[
+                JobState::Submitting,
+                JobState::Pending,
+                JobState::Processing,
+            ]);
             out.push(ProviderView {
                 name: name.clone(),
                 kind: p.adapter.kind().to_string(),
                 rate_limit,
                 max_in_flight,
-                in_flight: p.in_flight.load(Ordering::Relaxed),
+                in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
                 budget_credits: budget.as_ref().map(|b| b.credits),
                 budget_period: budget.as_ref().map(|_| period_id.clone()),
                 budget_used: entry.charged,
                 budget_reserved: entry.reserved,
                 budget_left: budget.as_ref().map(|b| entry.headroom(b.credits)),
                 paused,
-                paused_by: paused.then(|| "credits".to_string()),
+                paused_by: paused_by.map(str::to_string),
                 cooldown_ms: cooldown.map(|d| d.as_millis() as u64),
-                health: if paused {
+                health: if paused_by == Some("user") {
+                    "paused by user".into()
+                } else if paused {
                     "paused (402)".into()
                 } else if let Some(cd) = cooldown {
                     format!("cooling down (429), {:.1}s left", cd.as_secs_f64())

@@ -13,6 +13,7 @@ use reqwest::header::HeaderMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_core::detail::{Keyframe, Segment, Step};
 use switchyard_core::{JobError, JobState, ProviderKind, Secret};
 
 mod classify;
@@ -173,6 +174,32 @@ pub enum Lookup {
     Unsupported,
 }
 
+/// A job action only some providers offer; [`Provider::supports`] says
+/// which, so the daemon can refuse the others before any request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    PauseJob,
+    ResumeJob,
+    RetryFromStage,
+    Keyframes,
+    Segments,
+    Steps,
+}
+
+impl Action {
+    /// What the action does, as a refusal names it ("cannot ...").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::PauseJob => "pause a job",
+            Action::ResumeJob => "resume a job",
+            Action::RetryFromStage => "retry a job from a stage",
+            Action::Keyframes => "list a job's keyframes",
+            Action::Segments => "list a job's video segments",
+            Action::Steps => "list a job's processing steps",
+        }
+    }
+}
+
 /// What an incoming webhook is worth.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookCheck {
@@ -257,6 +284,27 @@ pub trait Provider: Send + Sync + fmt::Debug {
         Ok(Lookup::Unsupported)
     }
 
+    /// The body of the provider's own credit estimate for a job with these
+    /// params, where it offers one (U-Gen's `POST /credits/estimate`).
+    /// Jobs with equal bodies cost the same, so a caller asks once per
+    /// distinct body. `None`: only [`Provider::estimate_credits`] applies.
+    fn remote_estimate_body(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// The provider's own estimate, in credits, for a body made by
+    /// [`Provider::remote_estimate_body`]. Costs no credits.
+    async fn remote_estimate(&self, _body: &serde_json::Value) -> Result<u64, ProviderError> {
+        Err(ProviderError::Unsupported("credit estimates"))
+    }
+
+    /// Points the provider's webhook at `url`, signed with the configured
+    /// webhook secret, where the provider takes it through its API (U-Gen's
+    /// `PUT /tenants/me/webhook`).
+    async fn register_webhook(&self, _url: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported("webhook registration"))
+    }
+
     /// One cheap authenticated request that costs no credits, classified
     /// (`switchyard doctor`). Each adapter picks the call its provider
     /// documents best for it.
@@ -265,6 +313,51 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Checks an incoming webhook. `now_unix` is the current Unix time in
     /// seconds (passed in so tests control it).
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_unix: i64) -> WebhookCheck;
+
+    /// Whether this provider offers `action` (the methods below answer
+    /// `Unsupported` where it does not). One request each.
+    fn supports(&self, _action: Action) -> bool {
+        false
+    }
+
+    /// Pauses a running job at the provider. `None`: accepted, but the
+    /// answer shows no job (the next poll tells).
+    async fn pause_job(
+        &self,
+        _provider_job_id: &str,
+    ) -> Result<Option<RemoteStatus>, ProviderError> {
+        Err(ProviderError::Unsupported("pause"))
+    }
+
+    /// Resumes a paused job, as [`Provider::pause_job`] answers.
+    async fn resume_job(
+        &self,
+        _provider_job_id: &str,
+    ) -> Result<Option<RemoteStatus>, ProviderError> {
+        Err(ProviderError::Unsupported("resume"))
+    }
+
+    /// Re-runs a failed or completed job from a pipeline stage (the
+    /// provider charges again), as [`Provider::pause_job`] answers.
+    async fn retry_job(
+        &self,
+        _provider_job_id: &str,
+        _from_stage: &str,
+    ) -> Result<Option<RemoteStatus>, ProviderError> {
+        Err(ProviderError::Unsupported("retry from a stage"))
+    }
+
+    async fn list_keyframes(&self, _provider_job_id: &str) -> Result<Vec<Keyframe>, ProviderError> {
+        Err(ProviderError::Unsupported("keyframes"))
+    }
+
+    async fn list_segments(&self, _provider_job_id: &str) -> Result<Vec<Segment>, ProviderError> {
+        Err(ProviderError::Unsupported("video segments"))
+    }
+
+    async fn list_steps(&self, _provider_job_id: &str) -> Result<Vec<Step>, ProviderError> {
+        Err(ProviderError::Unsupported("processing steps"))
+    }
 }
 
 /// Builds the adapter for `kind`. One `reqwest::Client` is shared so that

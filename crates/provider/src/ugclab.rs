@@ -24,7 +24,7 @@ use crate::http::{self, refs, Auth, Call, CodeClass, Params, Transport};
 use crate::paths::Resolved;
 use crate::probe::{self, Probe, IMPOSSIBLE_ID};
 use crate::{
-    Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
+    Action, Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
     WebhookCheck,
 };
 use async_trait::async_trait;
@@ -33,6 +33,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
+use switchyard_core::detail::Step;
 use switchyard_core::{JobError, ProviderKind};
 
 /// The status words the seed shows (and `CANCELLED`, which its cancel
@@ -171,6 +172,28 @@ impl Provider for UgcLab {
     fn verify_webhook(&self, _headers: &HeaderMap, body: &[u8], _now_unix: i64) -> WebhookCheck {
         http::unsigned_hint(body, WEBHOOK_ID_PATHS)
     }
+
+    fn supports(&self, action: Action) -> bool {
+        action == Action::Steps
+    }
+
+    /// The job's `processingSteps`, from its status, in the provider's order.
+    async fn list_steps(&self, provider_job_id: &str) -> Result<Vec<Step>, ProviderError> {
+        let path = self.paths.status.render(provider_job_id);
+        let body = self.http.send(Call::get(&refs(&path))).await?;
+        // The status itself must read, as for a poll.
+        parse_job(&body, None)?;
+        Ok(steps(&body)
+            .into_iter()
+            .map(|(name, status)| Step {
+                name,
+                status: match status {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                },
+            })
+            .collect())
+    }
 }
 
 /// Reads a `{data: job}` answer. `default_status` fills in for answers that
@@ -213,10 +236,18 @@ pub fn parse_job(body: &[u8], default_status: Option<&str>) -> Result<RemoteStat
     })
 }
 
-/// The first processing step not completed or skipped. Read separately from
-/// the raw body because `serde_json::Value` sorts object keys, and the
-/// provider's order is the pipeline's order.
+/// The first processing step not completed or skipped.
 fn current_step(body: &[u8]) -> Option<String> {
+    steps(body)
+        .into_iter()
+        .find(|(_, status)| !matches!(status.as_str(), Some("completed" | "skipped")))
+        .map(|(name, _)| name)
+}
+
+/// The processing steps with their statuses. Read separately from the raw
+/// body because `serde_json::Value` sorts object keys, and the provider's
+/// order is the pipeline's order.
+fn steps(body: &[u8]) -> Vec<(String, Value)> {
     #[derive(Deserialize)]
     struct Envelope {
         data: Data,
@@ -226,14 +257,11 @@ fn current_step(body: &[u8]) -> Option<String> {
         #[serde(rename = "processingSteps", default)]
         processing_steps: Option<OrderedSteps>,
     }
-    let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    envelope
-        .data
-        .processing_steps?
-        .0
-        .into_iter()
-        .find(|(_, status)| !matches!(status.as_str(), Some("completed" | "skipped")))
-        .map(|(name, _)| name)
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.data.processing_steps)
+        .map(|s| s.0)
+        .unwrap_or_default()
 }
 
 /// A JSON object's entries in document order.

@@ -21,7 +21,16 @@
 //!   [`FIND_MAX_PAGES`] pages of [`FIND_PAGE_SIZE`] and then says not found.
 //! - The local estimate is `segment_count` x a per-model rate
 //!   ([`credits_per_segment`]), the simulator's table; the provider's own
-//!   estimate is [`UGen::estimate_credits_remote`].
+//!   estimate is [`UGen::estimate_credits_remote`], asked with
+//!   [`estimate_body`] (`plan`), its total read from `total_credits`.
+//! - Pause, resume and retry answer with the job object; an answer without
+//!   one is taken as accepted (the next poll tells the state).
+//! - A job's `credits_charged` counts every run of it: after a retry from a
+//!   stage it includes the earlier runs' charges (the engine counts only
+//!   the difference).
+//! - Keyframes are `{"keyframes": [{index, status, image_url, qai_score}]}`
+//!   and videos `{"videos": [{index, status, video_url, duration_seconds}]}`
+//!   (also read: `items`, `data`, a bare list, `url` for the media).
 //! - Webhook signatures: lowercase hex HMAC-SHA256 keyed by the secret's
 //!   bytes over `timestamp + "." + raw body`, timestamp in Unix seconds,
 //!   accepted within [`WEBHOOK_TOLERANCE_SECS`].
@@ -30,7 +39,7 @@ use crate::http::{self, refs, Auth, Call, CodeClass, Params, Transport};
 use crate::paths::Resolved;
 use crate::probe::{self, Probe};
 use crate::{
-    Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
+    Action, Lookup, ParamProblem, Provider, ProviderError, RemoteState, RemoteStatus, Settings,
     WebhookCheck,
 };
 use async_trait::async_trait;
@@ -39,6 +48,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::ops::RangeInclusive;
+use switchyard_core::detail::{Keyframe, Segment};
 use switchyard_core::{JobError, ProviderKind, Secret};
 
 /// Endpoint paths under the base URL (all documented). Create, status,
@@ -333,6 +343,22 @@ impl Provider for UGen {
         true
     }
 
+    fn remote_estimate_body(&self, params: &Value) -> Option<Value> {
+        Some(estimate_body(params))
+    }
+
+    async fn remote_estimate(&self, body: &Value) -> Result<u64, ProviderError> {
+        let answer = self.estimate_credits_remote(body).await?;
+        ESTIMATE_TOTALS
+            .iter()
+            .find_map(|k| http::credits(answer.get(*k)))
+            .ok_or_else(|| http::missing("U-Gen", "total_credits"))
+    }
+
+    async fn register_webhook(&self, url: &str) -> Result<(), ProviderError> {
+        self.configure_webhook(url).await.map(|_| ())
+    }
+
     async fn create(&self, key: &str, params: &Value) -> Result<RemoteStatus, ProviderError> {
         let body = Self::create_body(key, params);
         let path = self.paths.create.render("");
@@ -429,6 +455,112 @@ impl Provider for UGen {
     fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now_unix: i64) -> WebhookCheck {
         verify_signature(self.webhook_secret.as_ref(), headers, body, now_unix)
     }
+
+    fn supports(&self, action: Action) -> bool {
+        action != Action::Steps
+    }
+
+    async fn pause_job(
+        &self,
+        provider_job_id: &str,
+    ) -> Result<Option<RemoteStatus>, ProviderError> {
+        Ok(parse_job(&self.pause(provider_job_id).await?, None).ok())
+    }
+
+    async fn resume_job(
+        &self,
+        provider_job_id: &str,
+    ) -> Result<Option<RemoteStatus>, ProviderError> {
+        Ok(parse_job(&self.resume(provider_job_id).await?, None).ok())
+    }
+
+    async fn retry_job(
+        &self,
+        provider_job_id: &str,
+        from_stage: &str,
+    ) -> Result<Option<RemoteStatus>, ProviderError> {
+        let answer = self.retry(provider_job_id, Some(from_stage)).await?;
+        Ok(parse_job(&answer, None).ok())
+    }
+
+    async fn list_keyframes(&self, provider_job_id: &str) -> Result<Vec<Keyframe>, ProviderError> {
+        let v = self.keyframes(provider_job_id).await?;
+        Ok(items(&v, "keyframes")?
+            .iter()
+            .map(|k| Keyframe {
+                index: k.get("index").and_then(Value::as_u64),
+                status: http::text(k, "status"),
+                image_url: http::text(k, "image_url").or_else(|| http::text(k, "url")),
+                qai_score: k
+                    .get("qai_score")
+                    .or_else(|| k.get("score"))
+                    .and_then(Value::as_f64),
+            })
+            .collect())
+    }
+
+    async fn list_segments(&self, provider_job_id: &str) -> Result<Vec<Segment>, ProviderError> {
+        let v = self.videos(provider_job_id).await?;
+        Ok(items(&v, "videos")?
+            .iter()
+            .map(|s| Segment {
+                index: s.get("index").and_then(Value::as_u64),
+                status: http::text(s, "status"),
+                video_url: ["video_url", "output_url", "url"]
+                    .iter()
+                    .find_map(|k| http::text(s, k)),
+                duration_seconds: s
+                    .get("duration_seconds")
+                    .or_else(|| s.get("duration"))
+                    .and_then(Value::as_f64),
+            })
+            .collect())
+    }
+}
+
+/// The list in an answer: under `name`, `items` or `data`, or the answer
+/// itself.
+fn items<'v>(v: &'v Value, name: &str) -> Result<&'v Vec<Value>, ProviderError> {
+    v.as_array()
+        .or_else(|| {
+            [name, "items", "data"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_array))
+        })
+        .ok_or_else(|| http::missing("U-Gen", name))
+}
+
+/// Where the total may be in an estimate's answer: the seed shows only
+/// that it has "a detailed breakdown by component"; the simulator says
+/// `total_credits`.
+const ESTIMATE_TOTALS: &[&str] = &["total_credits", "credits", "total", "estimated_credits"];
+
+/// The `POST /credits/estimate` body for a create's params: the documented
+/// fields, read from the create's own (`video_model` is the estimate's
+/// `model_id`; `variant` is `i2v`, since every job starts from a product
+/// image; `music_enabled` as the job says, `voice_enabled` when the job
+/// names a voice). Nothing else changes the price, so equal bodies cost
+/// the same.
+pub fn estimate_body(params: &Value) -> Value {
+    let model = params
+        .get("video_model")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_MODEL);
+    let mut body = json!({
+        "segment_count": params.get("segment_count").cloned().unwrap_or(Value::Null),
+        "model_id": model,
+        "variant": "i2v",
+    });
+    if let Some(map) = body.as_object_mut() {
+        if let Some(m) = params.get("music_enabled").and_then(Value::as_bool) {
+            map.insert("music_enabled".into(), Value::Bool(m));
+        }
+        let voice = ["elevenlabs_voice_id", "voice_settings"]
+            .iter()
+            .any(|k| params.get(*k).is_some_and(|v| !v.is_null()));
+        map.insert("voice_enabled".into(), Value::Bool(voice));
+    }
+    body
 }
 
 /// Every documented create rule, all problems at once.

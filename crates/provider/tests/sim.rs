@@ -543,3 +543,86 @@ async fn simulator_webhooks_verify() {
     sim.shutdown().await;
     server.abort();
 }
+
+/// U-Gen's job actions through the trait, as the engine calls them: pause
+/// and resume a running job, list its keyframes and segments, retry it from
+/// a stage once it failed; a provider without them says so before any
+/// request; UGC Lab's steps come as the answer lists them.
+#[tokio::test]
+async fn job_actions_at_the_provider() {
+    use switchyard_provider::Action;
+    let sim = sim("").await;
+    let ugen = adapter(&sim, ProviderKind::Ugen, KEY);
+    let created = ugen
+        .create("act-1", &params(ProviderKind::Ugen, "a", "failed", "2s"))
+        .await
+        .unwrap();
+    let id = created.provider_job_id.clone();
+    let paused = ugen.pause_job(&id).await.unwrap().expect("the job object");
+    assert_eq!(paused.raw_status, "paused");
+    assert_eq!(
+        paused.state,
+        RemoteState::Processing,
+        "paused is not finished"
+    );
+    let resumed = ugen.resume_job(&id).await.unwrap().expect("the job object");
+    assert_ne!(resumed.raw_status, "paused");
+    let err = ugen.resume_job(&id).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Conflict { .. }), "{err:?}");
+    let (end, _) = until_terminal(&*ugen, &id).await;
+    assert_eq!(end.state, RemoteState::Failed);
+    let keyframes = ugen.list_keyframes(&id).await.unwrap();
+    assert_eq!(keyframes.len(), 2, "one per segment: {keyframes:?}");
+    assert_eq!(keyframes[0].index, Some(0));
+    let segments = ugen.list_segments(&id).await.unwrap();
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    assert_eq!(segments[1].duration_seconds, Some(8.0));
+    let err = ugen.retry_job(&id, "nowhere").await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+    let again = ugen
+        .retry_job(&id, "generation")
+        .await
+        .unwrap()
+        .expect("the job object");
+    assert!(
+        matches!(again.state, RemoteState::Pending | RemoteState::Processing),
+        "{again:?}"
+    );
+    let seen = sim.stats().provider(ProviderKind::Ugen);
+    assert_eq!((seen.pauses, seen.resumes, seen.retries), (1, 1, 1));
+    assert_eq!(seen.retries_from_stage.get("generation"), Some(&1));
+    for a in [
+        Action::PauseJob,
+        Action::ResumeJob,
+        Action::RetryFromStage,
+        Action::Keyframes,
+        Action::Segments,
+    ] {
+        assert!(ugen.supports(a), "{a:?}");
+    }
+
+    let viggle = adapter(&sim, ProviderKind::Viggle, KEY);
+    assert!(!viggle.supports(Action::PauseJob));
+    assert!(matches!(
+        viggle.pause_job("x").await,
+        Err(ProviderError::Unsupported(_))
+    ));
+
+    let ugclab = adapter(&sim, ProviderKind::Ugclab, KEY);
+    assert!(ugclab.supports(Action::Steps) && !ugclab.supports(Action::PauseJob));
+    let job = ugclab
+        .create(
+            "act-2",
+            &params(ProviderKind::Ugclab, "b", "completed", "1s"),
+        )
+        .await
+        .unwrap();
+    let steps = ugclab.list_steps(&job.provider_job_id).await.unwrap();
+    // The simulator writes them in key order (its JSON maps are sorted);
+    // the adapter keeps whatever order the answer has.
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["refineActions", "refineScript", "videoGeneration"]);
+    until_terminal(&*ugclab, &job.provider_job_id).await;
+    let steps = ugclab.list_steps(&job.provider_job_id).await.unwrap();
+    assert!(steps.iter().all(|s| s.status == "completed"), "{steps:?}");
+}

@@ -48,7 +48,19 @@ fn bump(q: &mut VecDeque<u64>, now: u64, window_ns: u64) -> u64 {
     q.len() as u64
 }
 
-fn decide(sim: &SimState, kind: ProviderKind) -> Decision {
+/// Whether a request is the provider's create call (its one `POST` to the
+/// create route; U-Gen also takes other `POST`s).
+fn is_create(kind: ProviderKind, req: &Request) -> bool {
+    let create = match kind {
+        ProviderKind::Ugclab => "/ugc",
+        ProviderKind::Ugen => "/jobs",
+        ProviderKind::Ulazai => "/generate/",
+        ProviderKind::Viggle => "/render",
+    };
+    req.method() == axum::http::Method::POST && req.uri().path().ends_with(create)
+}
+
+fn decide(sim: &SimState, kind: ProviderKind, create: bool) -> Decision {
     let prov = sim.provider(kind);
     let now = sim.clock.mono_ns();
     let window_ns = prov.window().as_nanos() as u64;
@@ -79,7 +91,11 @@ fn decide(sim: &SimState, kind: ProviderKind) -> Decision {
     inner.counters.peak_admitted = inner.counters.peak_admitted.max(n);
 
     let f = &prov.cfg.faults;
-    if !f.any() {
+    let aimed = match f.requests {
+        crate::scenario::FaultRequests::All => true,
+        crate::scenario::FaultRequests::Create => create,
+    };
+    if !f.any() || !aimed {
         return Decision::Pass {
             drop: false,
             error_5xx: false,
@@ -113,7 +129,8 @@ fn decide(sim: &SimState, kind: ProviderKind) -> Decision {
 }
 
 pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
-    let (drop, error_5xx, malformed, slow) = match decide(&g.sim, g.kind) {
+    let create = is_create(g.kind, &req);
+    let (drop, error_5xx, malformed, slow) = match decide(&g.sim, g.kind, create) {
         Decision::Limited { retry_after_secs } => {
             return common::rate_limited(&g.sim, g.kind, retry_after_secs)
         }

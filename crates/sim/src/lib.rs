@@ -35,8 +35,8 @@ mod viggle;
 mod webhook;
 
 pub use scenario::{
-    DurationDist, Faults, HumanDuration, ProviderScenario, Providers, RateLimit, Scenario,
-    SimError, UnknownStatus,
+    DurationDist, FaultRequests, Faults, HumanDuration, ProviderScenario, Providers, RateLimit,
+    Scenario, SimError, UnknownStatus,
 };
 pub use state::{FaultCounts, Outcome, ProviderStats, Quota, SimJob, Stats};
 pub use webhook::ugen_signature;

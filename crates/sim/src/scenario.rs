@@ -278,6 +278,19 @@ pub struct Faults {
     pub slow_delay: HumanDuration,
     /// Do the work, then close the connection without a response.
     pub drop: f64,
+    /// Which requests the faults hit: `"all"` (default) or `"create"` (the
+    /// creates only, so that a job whose create answer was lost can still
+    /// be polled, cancelled or adopted).
+    pub requests: FaultRequests,
+}
+
+/// The requests [`Faults`] apply to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultRequests {
+    #[default]
+    All,
+    Create,
 }
 
 impl Default for Faults {
@@ -288,6 +301,7 @@ impl Default for Faults {
             slow: 0.0,
             slow_delay: HumanDuration(Duration::from_secs(30)),
             drop: 0.0,
+            requests: FaultRequests::All,
         }
     }
 }

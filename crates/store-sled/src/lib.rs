@@ -24,6 +24,7 @@
 //! granted and every live job is this owner's.
 
 mod gate;
+mod leases;
 mod record;
 
 pub use record::encode_record;
@@ -96,10 +97,11 @@ impl Counts {
         }
     }
 
-    fn moved(&mut self, provider: &str, from: JobState, to: JobState) {
+    /// A job moved from one (provider, state) to another.
+    fn moved(&mut self, from: (&str, JobState), to: (&str, JobState)) {
         if from != to {
-            self.add(provider, from, -1);
-            self.add(provider, to, 1);
+            self.add(from.0, from.1, -1);
+            self.add(to.0, to.1, 1);
         }
     }
 
@@ -181,8 +183,7 @@ pub struct SledStore {
     flusher: mpsc::UnboundedSender<Waiter>,
     flushes: Arc<AtomicU64>,
     gates: Arc<gate::Gates>,
-    /// The last lease granted, and when (for [`Store::daemons`]).
-    lease: Arc<Mutex<Option<(Lease, std::time::Instant)>>>,
+    leases: Arc<leases::Leases>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -221,7 +222,7 @@ impl SledStore {
             flusher: tx,
             flushes: Arc::new(AtomicU64::new(0)),
             gates,
-            lease: Arc::new(Mutex::new(None)),
+            leases: Arc::default(),
         })
     }
 
@@ -452,21 +453,29 @@ impl SledStore {
                 .unwrap_or_default()
         };
         let (old_idx, old_state) = (idx_key(&job), job.state);
-        let (new, entry, ledger) = match change::apply(job, expect, change, &now, &lookup)? {
+        // A fallback changes the job's provider: the ledger rows are the
+        // old one's, the index entry and the counts move to the new one.
+        let old_provider = job.provider.clone();
+        let (new, entries, ledger) = match change::apply(job, expect, change, &now, &lookup)? {
             Outcome::Unchanged(j) => return Ok(j),
-            Outcome::Changed { job, entry, ledger } => (job, entry, ledger),
+            Outcome::Changed {
+                job,
+                entries,
+                ledger,
+            } => (job, entries, ledger),
         };
-        history.extend(entry);
+        history.extend(entries);
         let bytes = encode_record(&new, &history)?;
         for (period, e) in ledger {
-            p.put(ledger_key(&new.provider, &period), &e.to_bytes()[..]);
+            p.put(ledger_key(&old_provider, &period), &e.to_bytes()[..]);
         }
         let new_idx = idx_key(&new);
         if new_idx != old_idx {
             p.del(old_idx);
             p.put(new_idx, new.key.as_bytes().to_vec());
         }
-        p.counts.moved(&new.provider, old_state, new.state);
+        p.counts
+            .moved((&old_provider, old_state), (&new.provider, new.state));
         p.put(jk, bytes);
         Ok(new)
     }
@@ -695,33 +704,15 @@ impl Store for SledStore {
     }
 
     async fn renew(&self, owner: &Owner, ttl: Duration) -> Result<Lease, StoreError> {
-        // sled locks its directory to one process: that process owns
-        // every job, whatever it calls itself.
-        let lease = Lease {
-            owner: owner.clone(),
-            epoch: 1,
-            ttl,
-        };
-        *lock(&self.lease) = Some((lease.clone(), std::time::Instant::now()));
-        Ok(lease)
+        Ok(self.leases.renew(owner, ttl))
     }
 
     async fn daemons(&self) -> Result<Vec<DaemonInfo>, StoreError> {
-        Ok(lock(&self.lease)
-            .iter()
-            .filter_map(|(l, at)| {
-                let expires_in = l.ttl.checked_sub(at.elapsed())?;
-                Some(DaemonInfo {
-                    owner: l.owner.clone(),
-                    epoch: l.epoch,
-                    expires_in,
-                })
-            })
-            .collect())
+        Ok(self.leases.live())
     }
 
-    async fn release(&self, _lease: &Lease) -> Result<(), StoreError> {
-        *lock(&self.lease) = None;
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.leases.release(lease);
         Ok(())
     }
 

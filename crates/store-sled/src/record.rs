@@ -2,7 +2,8 @@
 //! codec (the job and its history in one value).
 
 use sled::IVec;
-use switchyard_core::{Job, JobState, Transition};
+use switchyard_core::fallback::default_fallback_on;
+use switchyard_core::{Alternative, FallbackOn, Job, JobState, Transition, Tried};
 use switchyard_store::StoreError;
 
 pub(crate) const P_JOB: u8 = b'j';
@@ -115,6 +116,47 @@ pub(crate) struct Record {
 /// First byte of a record in the binary format. JSON records (this
 /// project's first format) start with `{`.
 const FORMAT_V1: u8 = 1;
+/// [`FORMAT_V1`] followed by the job's [`Extra`] fields, as JSON text.
+/// Written only for jobs that have any, so that a store of jobs without
+/// fallbacks or pauses stays readable by a daemon that predates them.
+const FORMAT_V2: u8 = 2;
+
+/// The job fields added after the binary format was fixed (fallbacks, a
+/// user's pause at the provider), kept as JSON so that more can be added
+/// later with a default, without another format.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Extra {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fallback: Vec<Alternative>,
+    #[serde(default = "default_fallback_on")]
+    fallback_on: Vec<FallbackOn>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tried: Vec<Tried>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_at: Option<String>,
+    #[serde(default)]
+    paused_ms: u64,
+}
+
+impl Extra {
+    fn of(j: &Job) -> Extra {
+        Extra {
+            fallback: j.fallback.clone(),
+            fallback_on: j.fallback_on.clone(),
+            tried: j.tried.clone(),
+            paused_at: j.paused_at.clone(),
+            paused_ms: j.paused_ms,
+        }
+    }
+
+    fn put_into(self, j: &mut Job) {
+        j.fallback = self.fallback;
+        j.fallback_on = self.fallback_on;
+        j.tried = self.tried;
+        j.paused_at = self.paused_at;
+        j.paused_ms = self.paused_ms;
+    }
+}
 
 /// The stored shape of a job: [`Job`] with `params` as JSON text, in
 /// postcard's compact binary form (field order and enum variant order are
@@ -198,6 +240,11 @@ impl StoredJob {
             submitted_at: self.submitted_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            fallback: Vec::new(),
+            fallback_on: default_fallback_on(),
+            tried: Vec::new(),
+            paused_at: None,
+            paused_ms: 0,
         })
     }
 }
@@ -210,9 +257,24 @@ pub(crate) fn corrupt(key: &[u8], message: impl std::fmt::Display) -> StoreError
 }
 
 pub fn encode_record(job: &Job, history: &[Transition]) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_V1];
-    let body = postcard::to_stdvec(&(StoredJob::from_job(job), history))
-        .map_err(|e| StoreError::Storage(format!("encoding: {e}")))?;
+    let encoding = |e: &dyn std::fmt::Display| StoreError::Storage(format!("encoding: {e}"));
+    let stored = StoredJob::from_job(job);
+    // Checked field by field: the common job has no extras, and a
+    // transition should not pay for building them.
+    let plain = job.fallback.is_empty()
+        && job.tried.is_empty()
+        && job.paused_at.is_none()
+        && job.paused_ms == 0
+        && job.fallback_on == [FallbackOn::Failed];
+    let body = if plain {
+        postcard::to_stdvec(&(stored, history)).map(|b| (FORMAT_V1, b))
+    } else {
+        let text = serde_json::to_string(&Extra::of(job)).map_err(|e| encoding(&e))?;
+        postcard::to_stdvec(&(stored, history, text)).map(|b| (FORMAT_V2, b))
+    };
+    let (format, body) = body.map_err(|e| encoding(&e))?;
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(format);
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -226,6 +288,14 @@ pub(crate) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, StoreErr
                 job: job.into_job().map_err(|e| corrupt(key, e))?,
                 history,
             })
+        }
+        Some((&FORMAT_V2, body)) => {
+            let (job, history, extra): (StoredJob, Vec<Transition>, String) =
+                postcard::from_bytes(body).map_err(|e| corrupt(key, e))?;
+            let mut job = job.into_job().map_err(|e| corrupt(key, e))?;
+            let extra: Extra = serde_json::from_str(&extra).map_err(|e| corrupt(key, e))?;
+            extra.put_into(&mut job);
+            Ok(Record { job, history })
         }
         Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| corrupt(key, e)),
         _ => Err(corrupt(key, "unknown record format")),
@@ -249,6 +319,7 @@ mod tests {
             provider: "viggle".into(),
             priority: -3,
             params: serde_json::json!({"prompt": "a \"quoted\" word", "n": [1, 2.5, null]}),
+            ..JobSpec::default()
         };
         let mut j = Job::from_spec(spec, 7, "2026-11-30T00:00:00.000Z");
         j.state = JobState::Failed;
@@ -286,5 +357,59 @@ mod tests {
             decode_record(b"jk", &[9, 9]),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_job_with_fallbacks_or_a_pause_round_trips_and_others_keep_the_first_binary_format() {
+        assert_eq!(encode_record(&job(), &history()).unwrap()[0], FORMAT_V1);
+        let mut j = job();
+        j.fallback = vec![Alternative {
+            provider: "ulazai".into(),
+            params: serde_json::json!({"model_slug": "kling_3_0", "prompt": "p"}),
+        }];
+        j.fallback_on = vec![FallbackOn::Failed, FallbackOn::Budget];
+        j.tried = vec![Tried {
+            provider: "ugen".into(),
+            why: FallbackOn::Failed,
+            provider_job_id: Some("u-1".into()),
+            error: Some(switchyard_core::JobError::new("E", "x")),
+            credits_charged: 3,
+            attempts: 1,
+            at: "2026-11-30T00:00:01.000Z".into(),
+        }];
+        j.paused_at = Some("2026-11-30T00:00:02.000Z".into());
+        j.paused_ms = 1500;
+        let bytes = encode_record(&j, &history()).unwrap();
+        assert_eq!(bytes[0], FORMAT_V2);
+        let r = decode_record(b"jk", &bytes).unwrap();
+        assert_eq!(r.job, j);
+        assert_eq!(r.history, history());
+        // Only the fallback order differs from the default: still kept.
+        let mut k = job();
+        k.fallback_on = vec![FallbackOn::Paused];
+        let r = decode_record(b"jk", &encode_record(&k, &[]).unwrap()).unwrap();
+        assert_eq!(r.job.fallback_on, vec![FallbackOn::Paused]);
+    }
+
+    #[test]
+    fn records_written_before_fallbacks_read_with_none() {
+        // The first binary format is the job and its history alone (what
+        // the previous release wrote), and a JSON record lacks the new
+        // fields.
+        let old = {
+            let mut b = vec![FORMAT_V1];
+            b.extend(postcard::to_stdvec(&(StoredJob::from_job(&job()), history())).unwrap());
+            b
+        };
+        let r = decode_record(b"jk", &old).unwrap();
+        assert!(r.job.fallback.is_empty() && r.job.tried.is_empty());
+        assert_eq!(r.job.fallback_on, vec![FallbackOn::Failed]);
+        let mut v = serde_json::to_value(job()).unwrap();
+        for f in ["fallback", "fallback_on", "tried", "paused_at", "paused_ms"] {
+            v.as_object_mut().unwrap().remove(f);
+        }
+        let bytes = serde_json::to_vec(&serde_json::json!({"job": v, "history": []})).unwrap();
+        let r = decode_record(b"jk", &bytes).unwrap();
+        assert_eq!(r.job, job());
     }
 }

@@ -148,6 +148,16 @@ sled_cases!(
     counts_match_a_recount,
     recover_returns_exactly_the_live_jobs,
     saved_stats_survive_a_sync_and_a_reopen,
+    a_fallback_moves_the_job_to_the_next_provider,
+    claims_and_permits_never_exceed_the_gate,
+    a_hold_stops_permits_and_claims_and_survives_a_reopen,
+    pauses_survive_a_reopen,
+    claims_keep_to_the_in_flight_cap,
+    renew_keeps_a_live_epoch_and_raises_an_expired_one,
+    daemons_lists_only_live_leases,
+    a_stale_owner_is_fenced_off,
+    rescue_takes_only_live_jobs_of_expired_leases,
+    hints_reach_the_other_daemons,
 );
 
 /// `run_all` as another backend's test would call it.

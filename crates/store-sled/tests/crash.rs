@@ -46,6 +46,7 @@ fn crash_writer_child() {
                 provider: "p".into(),
                 priority: 0,
                 params: serde_json::json!({"i": i}),
+                ..JobSpec::default()
             })
             .collect();
         store.intake(specs).await.unwrap();

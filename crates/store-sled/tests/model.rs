@@ -103,6 +103,7 @@ async fn step(
                     provider: PROVIDERS[*p].into(),
                     priority: *prio as i32,
                     params: serde_json::json!({}),
+                    ..JobSpec::default()
                 })
                 .collect();
             let report = store.intake(specs).await.unwrap();

@@ -13,6 +13,7 @@ fn spec(key: &str, provider: &str, priority: i32) -> JobSpec {
         provider: provider.into(),
         priority,
         params: serde_json::json!({"x": 1}),
+        ..JobSpec::default()
     }
 }
 

@@ -78,6 +78,18 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Appends TOML to the written config (a `[store]` table, say).
+    pub fn append(&self, toml: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .with_context(|| format!("opening {}", self.config.display()))?;
+        writeln!(f, "\n{toml}").with_context(|| format!("writing {}", self.config.display()))
+    }
+}
+
 /// [`Env::new`] and [`Env::write`] in one, for tests.
 pub fn write_config(sim: &SimServer, providers: &[P<'_>], daemon_extra: &str) -> Env {
     let env = Env::new().unwrap_or_else(|e| panic!("{e:#}"));

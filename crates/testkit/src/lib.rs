@@ -25,6 +25,7 @@ mod batch;
 pub mod browser;
 mod config;
 mod daemon;
+pub mod pg;
 pub mod procfs;
 mod sim;
 

@@ -24,6 +24,11 @@ pub struct DaemonCfg {
 impl DaemonCfg {
     /// Writes `env`'s config: the daemon, and the provider on `sim`.
     pub fn write(&self, env: &Env, sim: &SimServer) -> anyhow::Result<()> {
+        self.write_with(env, sim, "")
+    }
+
+    /// [`DaemonCfg::write`] with `daemon_extra` lines in `[daemon]`.
+    pub fn write_with(&self, env: &Env, sim: &SimServer, daemon_extra: &str) -> anyhow::Result<()> {
         let extra = format!(
             "max_in_flight = {}\nrate_limit = {{ per_second = {}, burst = {} }}\n\
              poll = {{ schedule = [{}], max = \"{}\", timeout = \"2h\" }}",
@@ -38,7 +43,7 @@ impl DaemonCfg {
             kind: KIND,
             extra: &extra,
         };
-        env.write(sim, &[provider], "")
+        env.write(sim, &[provider], daemon_extra)
     }
 }
 
@@ -53,7 +58,13 @@ impl Daemon {
     /// Writes the config, starts the daemon and waits until it answers.
     pub async fn spawn(env: &Env, sim: &SimServer, c: &DaemonCfg) -> anyhow::Result<Daemon> {
         c.write(env, sim)?;
-        let mut d = Daemon::start_child(env)?;
+        Daemon::spawn_written(env, &[]).await
+    }
+
+    /// Starts the daemon on the config `env` already has, with `vars`,
+    /// and waits until it answers.
+    pub async fn spawn_written(env: &Env, vars: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        let mut d = Daemon::start_child_with(env, vars)?;
         // Blocking waits: `block_in_place` keeps the simulator's tasks,
         // which share this runtime, running meanwhile.
         let ready =
@@ -68,8 +79,14 @@ impl Daemon {
     /// Starts `current_exe() daemon --config` on `env`'s config, its log
     /// in `daemon.log` there; does not wait.
     pub fn start_child(env: &Env) -> anyhow::Result<Daemon> {
+        Daemon::start_child_with(env, &[])
+    }
+
+    /// [`Daemon::start_child`] with `vars` in its environment.
+    pub fn start_child_with(env: &Env, vars: &[(&str, &str)]) -> anyhow::Result<Daemon> {
         let exe = std::env::current_exe().context("finding this executable")?;
         let process = switchyard_testkit::Daemon::command(exe, env)
+            .envs(vars)
             .log_file(env.dir.path().join("daemon.log"))
             .spawn()?;
         let http = reqwest::Client::builder()

@@ -33,7 +33,7 @@
 //! the details and the goals, as text and as Markdown.
 
 mod ceiling;
-mod daemon;
+pub(crate) mod daemon;
 mod memory;
 mod report;
 mod restart;
@@ -43,7 +43,8 @@ mod throughput;
 use anyhow::{bail, Context};
 use ceiling::{ceilings, Ceiling};
 use memory::{memory_idle, Memory};
-use report::{command_line, Machine, Report};
+use report::Report;
+pub(crate) use report::{command_line, Machine};
 use restart::{restart, Restart};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -54,13 +55,13 @@ use throughput::{throughput, Throughput};
 /// Provider used throughout: Viggle's create answers `queued` and its
 /// status call needs no key, so a job costs one create and one status call
 /// when it is finished by its first poll.
-const KIND: ProviderKind = ProviderKind::Viggle;
-const PROVIDER: &str = "viggle";
+pub(crate) const KIND: ProviderKind = ProviderKind::Viggle;
+pub(crate) const PROVIDER: &str = "viggle";
 /// Queued jobs in a restart store (the rest are finished).
 const RESTART_QUEUED: usize = 10;
 
 /// Zero-duration, unlimited simulator.
-const ZERO_SCENARIO: &str =
+pub(crate) const ZERO_SCENARIO: &str =
     "seed = 1\n[providers.viggle]\nduration = { fixed = \"0s\" }\nfailure_rate = 0.0\n";
 
 /// Jobs that stay live for an hour.
@@ -254,10 +255,11 @@ fn spec(prefix: &str, i: usize) -> JobSpec {
         provider: PROVIDER.into(),
         priority: 0,
         params: serde_json::json!({ "image_url": format!("https://example.com/products/{i}.png") }),
+        ..JobSpec::default()
     }
 }
 
-fn specs(prefix: &str, n: usize) -> Vec<JobSpec> {
+pub(crate) fn specs(prefix: &str, n: usize) -> Vec<JobSpec> {
     (0..n).map(|i| spec(prefix, i)).collect()
 }
 

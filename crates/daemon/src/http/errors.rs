@@ -50,6 +50,10 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound(k) => ApiError::not_found(&k),
+            e @ EngineError::UnknownProvider { .. } => {
+                ApiError::new(404, "not_found", e.to_string())
+            }
+            EngineError::BadRequest(m) => ApiError::new(400, "bad_request", m),
             EngineError::Conflict(m) => ApiError::new(409, "conflict", m),
             EngineError::Unavailable(m) => ApiError::new(503, "unavailable", m),
             EngineError::Provider(m) => ApiError::new(502, "provider_error", m),
@@ -63,21 +67,25 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// A batch rejected whole (`POST /v1/jobs`, `POST /v1/plan`): 422 with
+/// every problem.
+pub(super) fn invalid_batch(problems: Vec<switchyard_api::Problem>) -> Response {
+    let n = problems.len();
+    let body = switchyard_api::ErrorBody {
+        error: switchyard_api::ErrorDetail {
+            code: "invalid_batch".into(),
+            message: format!("the batch was rejected whole: {n} problem(s)"),
+            problems: Some(problems),
+        },
+    };
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
 /// A batch's answer when intake failed: 422 `invalid_batch` with every
 /// problem when it was invalid, else the error's own status.
 pub(super) fn batch_error(e: EngineError) -> Response {
     match e {
-        EngineError::Invalid(problems) => {
-            let n = problems.len();
-            let body = switchyard_api::ErrorBody {
-                error: switchyard_api::ErrorDetail {
-                    code: "invalid_batch".into(),
-                    message: format!("the batch was rejected whole: {n} problem(s)"),
-                    problems: Some(problems),
-                },
-            };
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
-        }
+        EngineError::Invalid(problems) => invalid_batch(problems),
         e => ApiError::from(e).into_response(),
     }
 }

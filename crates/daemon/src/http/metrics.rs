@@ -145,7 +145,7 @@ pub fn render(snap: MetricsSnapshot, providers: &[String]) -> Result<String, std
         ),
         (
             "switchyard_paused",
-            "1 while dispatch is paused after a 402.",
+            "1 while dispatch is paused (by a user, or after a 402).",
             |v| f64::from(u8::from(v.paused)),
         ),
         (

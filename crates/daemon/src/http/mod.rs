@@ -23,11 +23,13 @@ use switchyard_api::batch;
 use switchyard_api::ProviderView;
 use switchyard_engine::{Engine, EngineError, Health, WebhookOutcome};
 
+mod actions;
 mod auth;
 mod dashboard;
 mod errors;
 mod guard;
 mod metrics;
+mod operator;
 
 pub use auth::Auth;
 use errors::{json_errors, ApiError};
@@ -42,8 +44,16 @@ pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/jobs", get(dashboard::list_jobs).post(post_jobs))
         .route("/v1/jobs/{key}", get(get_job).delete(cancel_job))
-        .route("/v1/jobs/{key}/retry", post(retry_job))
+        .route("/v1/jobs/{key}/retry", post(actions::retry))
+        .route("/v1/jobs/{key}/pause", post(actions::pause))
+        .route("/v1/jobs/{key}/resume", post(actions::resume))
+        .route("/v1/jobs/{key}/detail", get(actions::detail))
         .route("/v1/providers", get(providers))
+        .route("/v1/providers/{name}/pause", post(operator::pause))
+        .route("/v1/providers/{name}/resume", post(operator::resume))
+        .route("/v1/plan", post(operator::plan))
+        .route("/v1/jobs/{key}/adopt", post(operator::adopt))
+        .route("/v1/daemons", get(daemons))
         .route("/webhooks/{provider}", post(webhook))
         .merge(dashboard::routes(auth.clone()))
         .fallback(|| async { StatusCode::NOT_FOUND })
@@ -82,13 +92,6 @@ async fn cancel_job(
     Ok(Json(rt.cancel(&key).await?).into_response())
 }
 
-async fn retry_job(
-    State(rt): State<Engine>,
-    Path(key): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(Json(rt.retry(&key).await?).into_response())
-}
-
 /// The body as received: `jobs` only (an unknown top-level field is a 400);
 /// each job is read with the files' rule by [`batch::from_json`].
 #[derive(Deserialize)]
@@ -97,30 +100,55 @@ struct StrictBody {
     jobs: Vec<serde_json::Value>,
 }
 
-async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
-    let parsed: StrictBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(
-                400,
-                "bad_request",
-                format!("body is not a batch ({{\"jobs\": [...]}}): {e}"),
-            )
-            .into_response()
+/// Why a batch body was refused before any job was checked.
+pub(super) enum NotABatch {
+    Body(ApiError),
+    Jobs(Vec<batch::Problem>),
+}
+
+impl IntoResponse for NotABatch {
+    fn into_response(self) -> Response {
+        match self {
+            NotABatch::Body(e) => e.into_response(),
+            NotABatch::Jobs(problems) => errors::invalid_batch(problems),
         }
+    }
+}
+
+/// A batch body's jobs, read as files are ([`batch::from_json`]).
+pub(super) fn batch_jobs(body: &[u8]) -> Result<Vec<switchyard_core::JobSpec>, NotABatch> {
+    let parsed: StrictBody = serde_json::from_slice(body).map_err(|e| {
+        NotABatch::Body(ApiError::new(
+            400,
+            "bad_request",
+            format!("body is not a batch ({{\"jobs\": [...]}}): {e}"),
+        ))
+    })?;
+    batch::from_json(parsed.jobs).map_err(NotABatch::Jobs)
+}
+
+async fn post_jobs(State(rt): State<Engine>, body: Bytes) -> Response {
+    let jobs = match batch_jobs(&body) {
+        Ok(jobs) => jobs,
+        Err(refused) => return refused.into_response(),
     };
-    let outcome = match batch::from_json(parsed.jobs) {
-        Ok(jobs) => rt.intake(jobs).await,
-        Err(problems) => Err(EngineError::Invalid(problems)),
-    };
-    match outcome {
+    match rt.intake(jobs).await {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
-        Err(e) => errors::batch_error(e),
+        Err(EngineError::Invalid(problems)) => errors::invalid_batch(problems),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 async fn providers(State(rt): State<Engine>) -> Result<Json<Vec<ProviderView>>, ApiError> {
     Ok(Json(rt.providers().await?))
+}
+
+/// The daemons whose lease is live on the store (the fleet's; on sled,
+/// this one).
+async fn daemons(
+    State(rt): State<Engine>,
+) -> Result<Json<Vec<switchyard_api::DaemonView>>, ApiError> {
+    Ok(Json(rt.daemons().await?))
 }
 
 async fn metrics(State(rt): State<Engine>) -> Result<Response, ApiError> {

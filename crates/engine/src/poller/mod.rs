@@ -7,9 +7,9 @@ mod ticks;
 mod tracking;
 
 use crate::limits::read;
-use crate::record::Leave;
+use crate::record::{By, Leave};
 use crate::sched::{LiveReport, Sched};
-use crate::Shared;
+use crate::{Gen, Shared};
 use classes::{estimated_secs, Classes};
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,7 @@ use std::time::Duration;
 use switchyard_core::poll::PollPlan;
 use switchyard_core::{JobError, JobState};
 use switchyard_provider::ProviderError;
+use switchyard_store::{Filter, Hint};
 use ticks::{coalesced, Policies};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -34,10 +35,12 @@ impl Shared {
         id: String,
         state: JobState,
         elapsed: Duration,
+        gen: Arc<Gen>,
     ) {
         let Some(p) = self.providers.get(&provider).cloned() else {
             return;
         };
+        let by = By::Owner(&gen.lease);
         let polled =
             |progress: Option<u8>, done: bool, state: Option<JobState>, live| Sched::Polled {
                 key: key.clone(),
@@ -47,16 +50,24 @@ impl Shared {
                 live,
             };
         let timeout = read(&p.limits).poll.timeout;
-        if elapsed > timeout {
-            // Rare: read the store rather than trust the schedule's copy.
-            let job = match self.store.get(&key).await {
-                Ok(Some(j)) if j.state.is_live() => j,
+        // Rare: read the store rather than trust the schedule's copy.
+        let overdue = if elapsed > timeout {
+            match self.store.get(&key).await {
+                // A user's pause at the provider stops the clock, and the
+                // time it was paused is not counted.
+                Ok(Some(j)) if j.state.is_live() => (j.paused_at.is_none()
+                    && crate::record::since_submitted(&j) > timeout)
+                    .then_some(j),
                 _ => {
                     let _ = self.sched.send(polled(None, true, None, None));
                     return;
                 }
-            };
-            if p.permit(&self.cancel).await {
+            }
+        } else {
+            None
+        };
+        if let Some(job) = overdue {
+            if self.wait_fresh(&gen).await && p.permit(&gen.cancel).await {
                 let _ = p.adapter.cancel(&id).await;
             }
             let err = JobError::new(
@@ -66,15 +77,15 @@ impl Shared {
                     humantime::format_duration(timeout)
                 ),
             );
-            self.leave(&p, &key, job.state, Leave::Fail(err)).await;
+            self.leave(&p, &key, job.state, Leave::Fail(err), by).await;
             let _ = self.sched.send(polled(None, true, None, None));
             return;
         }
         let turn = tokio::select! {
             turn = p.polls.acquire() => turn,
-            _ = self.cancel.cancelled() => return,
+            _ = gen.cancel.cancelled() => return,
         };
-        if !p.permit(&self.cancel).await {
+        if !p.permit(&gen.cancel).await {
             return;
         }
         p.counters.polls.fetch_add(1, Ordering::Relaxed);
@@ -104,13 +115,13 @@ impl Shared {
                     self.events.touch(&key);
                     return;
                 }
-                let new = self.record(&p, &key, state, st).await;
+                let new = self.record(&p, &key, state, st, by).await;
                 let finished = new.is_none_or(|s| !s.is_live());
                 let _ = self.sched.send(polled(progress, finished, new, Some(None)));
             }
             Err(ProviderError::RateLimited { retry_after }) => {
                 p.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                p.cool_down(retry_after);
+                self.rate_limited(&p, retry_after).await;
                 let _ = self.sched.send(polled(None, false, None, None));
             }
             Err(e) => {
@@ -133,6 +144,40 @@ impl Shared {
                 tracing::debug!(%key, "poll failed: {e}");
                 let _ = self.sched.send(polled(None, false, None, None));
             }
+        }
+    }
+}
+
+impl Shared {
+    /// A webhook named a provider job this daemon does not follow: the
+    /// daemon that does is told (through the store) to look at it now.
+    pub(crate) async fn pass_on(self: Arc<Self>, provider: String, provider_job_id: String) {
+        let mut found = None;
+        for state in [JobState::Pending, JobState::Processing] {
+            let filter = Filter {
+                state: Some(state),
+                provider: Some(provider.clone()),
+            };
+            match self.store.list(&filter).await {
+                Ok(jobs) => {
+                    found = jobs
+                        .into_iter()
+                        .find(|j| j.provider_job_id.as_deref() == Some(provider_job_id.as_str()));
+                }
+                Err(e) => {
+                    tracing::warn!(%provider, "looking up a webhook's job: {e}");
+                    return;
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        let Some(job) = found else {
+            return;
+        };
+        if let Err(e) = self.store.hint(Hint::Due { key: job.key }).await {
+            tracing::warn!(%provider, "passing a webhook on to the daemon that follows its job: {e}");
         }
     }
 }
@@ -187,9 +232,18 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                             t.dq = Some(dq.insert_at(slot, coalesced(epoch, Instant::now(), first)));
                         }
                     }
-                    Sched::Due { provider, provider_job_id, verified } => {
-                        let Some(provider) = policies.index(&provider) else { continue };
-                        let Some(slot) = jobs.slot_of_id(provider, &provider_job_id) else { continue };
+                    Sched::Due { provider: name, provider_job_id, verified } => {
+                        let Some(provider) = policies.index(&name) else { continue };
+                        let Some(slot) = jobs.slot_of_id(provider, &provider_job_id) else {
+                            // Followed by another daemon, if by any: told
+                            // through the store. Only a verified webhook is
+                            // passed on (finding its job reads the store,
+                            // which an unsigned request must not cause).
+                            if rt.fleet && verified {
+                                tokio::spawn(rt.clone().pass_on(name, provider_job_id));
+                            }
+                            continue;
+                        };
                         let min_gap = policies.get(&rt, provider).and_then(|p| p.schedule.first().copied()).unwrap_or_default();
                         let Some(t) = jobs.get_mut(slot) else { continue };
                         let since_poll = ms_from(epoch, Instant::now()).saturating_sub(t.last_poll_ms);
@@ -259,6 +313,18 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                         }).collect();
                         let _ = reply.send(out);
                     }
+                    Sched::DueKey { key } => {
+                        // Passed on by another daemon, which verified the
+                        // webhook: poll now.
+                        let Some(slot) = jobs.slot_of(&key) else { continue };
+                        if let Some(k) = jobs.get_mut(slot).and_then(|t| t.dq.as_ref()) {
+                            dq.reset(k, Duration::ZERO);
+                        }
+                    }
+                    Sched::Forget => {
+                        jobs = Tracking::default();
+                        dq.clear();
+                    }
                     Sched::Untrack { key } => {
                         if let Some(t) = jobs.slot_of(&key).and_then(|slot| jobs.remove(slot)) {
                             if let Some(k) = t.dq {
@@ -279,8 +345,9 @@ pub(crate) async fn scheduler(rt: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<S
                 let Some(provider) = policies.name(t.provider).map(str::to_string) else { continue };
                 let (key, id) = (t.key().to_string(), t.id().to_string());
                 let (state, elapsed) = (t.state, elapsed_since(epoch, t.since_ms));
-                let rt2 = rt.clone();
-                rt.tracker.spawn(async move { rt2.poll(key, provider, id, state, elapsed).await });
+                let (rt2, gen) = (rt.clone(), rt.gen());
+                let g2 = gen.clone();
+                rt.spawn_in(&gen, async move { rt2.poll(key, provider, id, state, elapsed, g2).await });
             }
         }
     }

@@ -30,8 +30,14 @@ pub struct Counters {
     pub credits_refunded: u64,
     pub webhooks_sent: u64,
     pub webhooks_failed: u64,
+    /// `PUT /tenants/me/webhook` calls that changed the target.
+    pub webhook_registrations: u64,
     pub peak_all: u64,
     pub peak_admitted: u64,
+    pub pauses: u64,
+    pub resumes: u64,
+    pub retries: u64,
+    pub retry_stages: BTreeMap<String, u64>,
 }
 
 impl SimState {
@@ -71,6 +77,9 @@ impl SimState {
                     credits_available: prov.available(&inner),
                     webhooks_sent: c.webhooks_sent,
                     webhooks_failed: c.webhooks_failed,
+                    webhook_registrations: c.webhook_registrations,
+                    webhook_url: inner.webhook.as_ref().map(|w| w.url.clone()),
+                    webhook_secret_set: inner.webhook.as_ref().is_some_and(|w| w.secret.is_some()),
                     quota: prov.cfg.rate_limit.map(|r| Quota {
                         per_second: r.per_second,
                         per_minute: r.per_minute,
@@ -81,6 +90,10 @@ impl SimState {
                     peak_admitted_in_window: c.peak_admitted,
                     creates_by_key,
                     duplicate_creates,
+                    pauses: c.pauses,
+                    resumes: c.resumes,
+                    retries: c.retries,
+                    retries_from_stage: c.retry_stages.clone(),
                 },
             );
         }
@@ -189,6 +202,14 @@ pub struct ProviderStats {
     /// Webhooks delivered (2xx) / given up after retries.
     pub webhooks_sent: u64,
     pub webhooks_failed: u64,
+    /// Webhook registrations received (U-Gen's `PUT /tenants/me/webhook`),
+    /// and where webhooks go now (the secret is never shown).
+    #[serde(default)]
+    pub webhook_registrations: u64,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub webhook_secret_set: bool,
     pub quota: Option<Quota>,
     /// Sliding window of the peak counts: the quota period, or 1 s.
     pub window_ms: u64,
@@ -200,6 +221,16 @@ pub struct ProviderStats {
     pub creates_by_key: BTreeMap<String, u64>,
     /// Keys with more than one job created.
     pub duplicate_creates: Vec<String>,
+    /// U-Gen: job pauses, resumes and retries accepted.
+    #[serde(default)]
+    pub pauses: u64,
+    #[serde(default)]
+    pub resumes: u64,
+    #[serde(default)]
+    pub retries: u64,
+    /// U-Gen: accepted retries by `restart_from_stage` ("" when none).
+    #[serde(default)]
+    pub retries_from_stage: BTreeMap<String, u64>,
 }
 
 /// One job as the simulator scripted it (`GET /_sim/jobs`).

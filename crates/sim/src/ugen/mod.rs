@@ -287,12 +287,13 @@ async fn pause(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    change(&sim, &id, &headers, |_, job, _, now| {
+    change(&sim, &id, &headers, |_, job, inner, now| {
         let v = job.view(now);
         match v.phase {
             Phase::Pending | Phase::Processing => {
                 job.paused_at = Some(now);
                 job.touched_ms = now;
+                inner.counters.pauses += 1;
                 Ok(())
             }
             p => refuse("JOB_NOT_PAUSABLE", p, "pause"),
@@ -319,6 +320,7 @@ async fn resume(
                     job.attempt,
                 )));
                 sim.schedule_webhook(inner, job);
+                inner.counters.resumes += 1;
                 Ok(())
             }
             (p, _) => refuse("JOB_NOT_PAUSED", p, "resume"),
@@ -389,6 +391,12 @@ async fn retry(
             u64::from(job.attempt),
         );
         job.start_attempt(&mut rng, &prov.cfg, sim.speedup, now, p_start);
+        inner.counters.retries += 1;
+        *inner
+            .counters
+            .retry_stages
+            .entry(restart.clone().unwrap_or_default())
+            .or_insert(0) += 1;
         inner.committed += job.cost;
         inner.reserved += job.cost;
         inner.settle_queue.push(std::cmp::Reverse((
@@ -562,6 +570,7 @@ async fn set_webhook(
         url: url.clone(),
         secret,
     });
+    inner.counters.webhook_registrations += 1;
     drop(inner);
     json_response(
         StatusCode::OK,

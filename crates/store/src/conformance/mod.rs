@@ -31,6 +31,8 @@ use crate::{Claim, Claimed, Filter, IntakeReport, Lease, Owner, Store, StoreErro
 mod budget;
 mod claim;
 mod durability;
+mod fallback;
+mod fleet;
 mod intake;
 mod rules;
 mod stats;
@@ -48,6 +50,14 @@ pub use claim::{
 pub use durability::{
     counts_match_a_recount, recover_returns_exactly_the_live_jobs,
     synced_writes_survive_a_crash_and_a_reopen, unsynced_writes_are_lost_whole_or_kept_whole,
+};
+pub use fallback::a_fallback_moves_the_job_to_the_next_provider;
+pub use fleet::{
+    a_hold_stops_permits_and_claims_and_survives_a_reopen, a_stale_owner_is_fenced_off,
+    claims_and_permits_never_exceed_the_gate, claims_keep_to_the_in_flight_cap,
+    daemons_lists_only_live_leases, hints_reach_the_other_daemons, pauses_survive_a_reopen,
+    renew_keeps_a_live_epoch_and_raises_an_expired_one,
+    rescue_takes_only_live_jobs_of_expired_leases,
 };
 pub use intake::{concurrent_intakes_accept_each_key_once, intake_is_all_or_nothing_with_dedup};
 pub use rules::{
@@ -72,6 +82,13 @@ pub trait Backend: Send + Sync {
     /// already durable may keep the default, a plain reopen.
     async fn crash(&self, old: Arc<dyn Store>) -> Result<Arc<dyn Store>, String> {
         self.reopen(old).await
+    }
+    /// A second store on the same data as `of`, opened as another daemon
+    /// of a fleet would open it. `None` for a single-process backend: the
+    /// cases that need two daemons then say they were skipped, and pass.
+    async fn peer(&self, of: &Arc<dyn Store>) -> Option<Result<Arc<dyn Store>, String>> {
+        let _ = of;
+        None
     }
 }
 
@@ -115,6 +132,16 @@ case_list!(
     counts_match_a_recount,
     recover_returns_exactly_the_live_jobs,
     saved_stats_survive_a_sync_and_a_reopen,
+    a_fallback_moves_the_job_to_the_next_provider,
+    claims_and_permits_never_exceed_the_gate,
+    a_hold_stops_permits_and_claims_and_survives_a_reopen,
+    pauses_survive_a_reopen,
+    claims_keep_to_the_in_flight_cap,
+    renew_keeps_a_live_epoch_and_raises_an_expired_one,
+    daemons_lists_only_live_leases,
+    a_stale_owner_is_fenced_off,
+    rescue_takes_only_live_jobs_of_expired_leases,
+    hints_reach_the_other_daemons,
 );
 
 /// Runs every case, one after the other, and reports every one that
@@ -193,6 +220,7 @@ pub(crate) fn spec(key: &str, provider: &str, priority: i32) -> JobSpec {
         provider: provider.into(),
         priority,
         params: serde_json::json!({"key": key}),
+        ..JobSpec::default()
     }
 }
 

@@ -661,6 +661,7 @@ mod tests {
             provider: "vg".into(),
             priority: 0,
             params: serde_json::json!({}),
+            ..JobSpec::default()
         };
         let mut j = Job::from_spec(spec, 1, "2026-12-01T10:00:00.000Z");
         j.state = state;

@@ -9,8 +9,11 @@
 //! alone, which is what the whole file means (see [`TomlCutter`]). Only a
 //! TOML batch written as one `jobs = [...]` array is parsed whole.
 
+mod check;
+
+pub use check::{check, check_local, locate, Checker, Validator};
+
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
 use std::io::BufRead;
 use std::path::Path;
 use switchyard_core::JobSpec;
@@ -26,6 +29,9 @@ pub struct Problem {
     /// 1-based column (in characters) on that line, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<usize>,
+    /// Which of the job's fallbacks (1-based) the problem is about, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<usize>,
     pub message: String,
 }
 
@@ -37,6 +43,7 @@ impl Problem {
             key: None,
             line: None,
             column: None,
+            fallback: None,
             message: message.into(),
         }
     }
@@ -65,22 +72,28 @@ impl Problem {
 /// What an empty batch is told, wherever it comes from.
 pub const EMPTY: &str = "no jobs in this batch";
 
-/// A parsed batch: the jobs, and the line each one starts on.
+/// A parsed batch: the jobs, the line each one starts on, and the line
+/// of each of its fallbacks.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub jobs: Vec<JobSpec>,
     pub lines: Vec<Option<usize>>,
+    /// Per job, the line of each `[[jobs.fallback]]` (empty when it has
+    /// none, or when they were not written as tables of their own).
+    pub fallback_lines: Vec<Vec<usize>>,
 }
 
-/// Receives jobs as they are read, with the line each starts on.
+/// Receives jobs as they are read, with the line each starts on and the
+/// lines of its fallbacks (as many as it has, where known).
 pub trait Sink {
-    fn job(&mut self, job: JobSpec, line: usize);
+    fn job(&mut self, job: JobSpec, line: usize, fallback_lines: Vec<usize>);
 }
 
 impl Sink for Batch {
-    fn job(&mut self, job: JobSpec, line: usize) {
+    fn job(&mut self, job: JobSpec, line: usize, fallback_lines: Vec<usize>) {
         self.jobs.push(job);
         self.lines.push(Some(line));
+        self.fallback_lines.push(fallback_lines);
     }
 }
 
@@ -89,6 +102,21 @@ impl Sink for Batch {
 struct TomlBatch {
     #[serde(default)]
     jobs: Vec<toml::Spanned<JobSpec>>,
+}
+
+/// Where the fallbacks of each job of a TOML text are (read a second time,
+/// only when the text has any): the rules are [`TomlBatch`]'s, this only
+/// finds lines.
+#[derive(Deserialize)]
+struct FallbackSpans {
+    #[serde(default)]
+    jobs: Vec<JobFallbackSpans>,
+}
+
+#[derive(Deserialize)]
+struct JobFallbackSpans {
+    #[serde(default)]
+    fallback: Vec<toml::Spanned<serde::de::IgnoredAny>>,
 }
 
 /// Byte offsets of line starts, for turning many offsets into lines
@@ -126,9 +154,26 @@ fn parse_toml_piece(
     let index = LineIndex::new(text);
     match toml::from_str::<TomlBatch>(text) {
         Ok(parsed) => {
+            let mut spans = if text.contains("fallback") {
+                toml::from_str::<FallbackSpans>(text)
+                    .map(|f| f.jobs)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+            .into_iter();
             for spanned in parsed.jobs {
                 let (line, _) = index.locate(text, spanned.span().start);
-                sink.job(spanned.into_inner(), first_line + line - 1);
+                let fallback_lines = spans
+                    .next()
+                    .map(|j| {
+                        j.fallback
+                            .iter()
+                            .map(|f| first_line + index.locate(text, f.span().start).0 - 1)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                sink.job(spanned.into_inner(), first_line + line - 1, fallback_lines);
             }
         }
         Err(e) => {
@@ -362,7 +407,10 @@ pub fn scan(name: &str, mut input: impl BufRead, sink: &mut dyn Sink) -> Result<
                     continue;
                 }
                 match serde_json::from_str::<JobSpec>(l) {
-                    Ok(job) => sink.job(job, line_no),
+                    Ok(job) => {
+                        let at = vec![line_no; job.fallback.len()];
+                        sink.job(job, line_no, at)
+                    }
                     Err(e) => {
                         problems.push(Problem::at(line_no, None, format!("not a valid job: {e}")))
                     }
@@ -437,127 +485,6 @@ pub fn from_json(values: Vec<serde_json::Value>) -> Result<Vec<JobSpec>, Vec<Pro
         Ok(jobs)
     } else {
         Err(problems)
-    }
-}
-
-/// What intake needs to know to check a job: the providers by name, with
-/// their adapters' validators.
-pub trait Validator {
-    /// `None` when no provider has that name.
-    fn validate(&self, provider: &str, params: &serde_json::Value) -> Option<Vec<String>>;
-    fn provider_names(&self) -> Vec<String>;
-}
-
-/// Checks jobs one at a time (so a batch need not be held whole): the key
-/// rule, keys repeated within the batch, and, given a validator, the
-/// provider and its params. [`Checker::finish`] adds the empty-batch rule.
-pub struct Checker<'a> {
-    v: Option<&'a dyn Validator>,
-    names: BTreeSet<String>,
-    seen: HashMap<String, usize>,
-    problems: Vec<Problem>,
-    count: usize,
-}
-
-impl<'a> Checker<'a> {
-    pub fn new(v: Option<&'a dyn Validator>) -> Checker<'a> {
-        Checker {
-            names: v
-                .map(|v| v.provider_names().into_iter().collect())
-                .unwrap_or_default(),
-            v,
-            seen: HashMap::new(),
-            problems: Vec::new(),
-            count: 0,
-        }
-    }
-
-    /// Jobs seen so far.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    pub fn check(&mut self, job: &JobSpec, line: Option<usize>) {
-        let i = self.count;
-        self.count += 1;
-        let mut found = Vec::new();
-        if let Err(e) = switchyard_core::check_key(&job.key) {
-            found.push(e.to_string());
-        }
-        if let Some(first) = self.seen.get(job.key.as_str()) {
-            found.push(format!("key repeats job #{} of this batch", first + 1));
-        } else {
-            self.seen.insert(job.key.clone(), i);
-        }
-        if !job.params.is_object() {
-            found.push("params must be a table (the provider's create body)".into());
-        } else if let Some(v) = self.v {
-            match v.validate(&job.provider, &job.params) {
-                None => found.push(format!(
-                    "provider {:?} is not configured (configured: {})",
-                    job.provider,
-                    if self.names.is_empty() {
-                        "none".into()
-                    } else {
-                        self.names.iter().cloned().collect::<Vec<_>>().join(", ")
-                    }
-                )),
-                Some(list) => found.extend(list),
-            }
-        }
-        self.problems
-            .extend(found.into_iter().map(|message| Problem {
-                index: Some(i),
-                key: Some(job.key.clone()),
-                line,
-                message,
-                ..Problem::batch("")
-            }));
-    }
-
-    /// Every problem found, plus one if the batch had no jobs at all.
-    pub fn finish(mut self) -> Vec<Problem> {
-        if self.count == 0 {
-            self.problems.push(Problem::batch(EMPTY));
-        }
-        self.problems
-    }
-}
-
-impl Sink for Checker<'_> {
-    fn job(&mut self, job: JobSpec, line: usize) {
-        self.check(&job, Some(line));
-    }
-}
-
-/// Checks every job; returns every problem, indexed by job.
-pub fn check(jobs: &[JobSpec], v: &dyn Validator) -> Vec<Problem> {
-    let mut c = Checker::new(Some(v));
-    for job in jobs {
-        c.check(job, None);
-    }
-    c.finish()
-}
-
-/// What can be checked without the daemon's providers (keys, repeats, an
-/// empty batch), with the lines of a parsed file: run before anything is
-/// sent, so that a bad file among several sends none.
-pub fn check_local(batch: &Batch) -> Vec<Problem> {
-    let mut c = Checker::new(None);
-    for (job, line) in batch.jobs.iter().zip(&batch.lines) {
-        c.check(job, *line);
-    }
-    c.finish()
-}
-
-/// Puts the file's line numbers on problems found by index.
-pub fn locate(problems: &mut [Problem], batch: &Batch) {
-    for p in problems {
-        if p.line.is_none() {
-            if let Some(i) = p.index {
-                p.line = batch.lines.get(i).copied().flatten();
-            }
-        }
     }
 }
 
@@ -696,5 +623,67 @@ mod tests {
             assert_eq!(problems.len(), 1, "{name}: {problems:?}");
             assert_eq!(problems[0].message, EMPTY);
         }
+    }
+
+    const WITH_FALLBACKS: &str = "[[jobs]]\nkey = \"a\"\nprovider = \"viggle\"\nparams = { image_url = \"https://x/y.png\" }\nfallback_on = [\"failed\", \"budget\"]\n\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = { image_url = \"https://x/z.png\" }\n\n[[jobs.fallback]] # the last resort\nprovider = \"nope\"\n\n[[jobs]]\nkey = \"b\"\nprovider = \"viggle\"\nparams = { image_url = \"https://x/b.png\" }\n[[jobs.fallback]]\nprovider = \"viggle\"\n[jobs.fallback.params]\nprompt = \"no image\"\n";
+
+    #[test]
+    fn fallbacks_are_read_and_each_bad_one_is_reported_at_its_own_line() {
+        let batch = parse("b.toml", WITH_FALLBACKS).unwrap();
+        assert_eq!(batch.jobs[0].fallback.len(), 2);
+        assert_eq!(
+            batch.jobs[0].fallback_on,
+            Some(vec![
+                switchyard_core::FallbackOn::Failed,
+                switchyard_core::FallbackOn::Budget
+            ])
+        );
+        assert_eq!(batch.jobs[1].fallback_on, None);
+        assert_eq!(batch.fallback_lines, vec![vec![7, 11], vec![18]]);
+        let mut c = Checker::new(Some(&Only("viggle")));
+        scan("b.toml", WITH_FALLBACKS.as_bytes(), &mut c).unwrap();
+        let rendered: Vec<String> = c.finish().iter().map(|p| p.render("b.toml")).collect();
+        assert_eq!(
+            rendered,
+            vec![
+                "b.toml:11: job \"a\": fallback #2 (provider \"nope\"): provider \"nope\" is not configured (configured: viggle)",
+                "b.toml:18: job \"b\": fallback #1 (provider \"viggle\"): params.image_url: required",
+            ]
+        );
+        // Found by the daemon (by index), placed by the client.
+        let mut problems = check(&batch.jobs, &Only("viggle"));
+        assert_eq!(problems[0].fallback, Some(2));
+        locate(&mut problems, &batch);
+        let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(11), Some(18)]);
+    }
+
+    #[test]
+    fn fallbacks_in_json_lines_and_the_rules_of_fallback_on() {
+        let text = "{\"key\":\"a\",\"provider\":\"viggle\",\"params\":{\"image_url\":\"u\"},\"fallback\":[{\"provider\":\"nope\",\"params\":{}}]}\n{\"key\":\"b\",\"provider\":\"viggle\",\"params\":{\"image_url\":\"u\"},\"fallback_on\":[\"budget\"]}\n{\"key\":\"c\",\"provider\":\"viggle\",\"params\":{\"image_url\":\"u\"},\"fallback_on\":[],\"fallback\":[{\"provider\":\"viggle\",\"params\":{\"image_url\":\"v\"}}]}\n";
+        let mut c = Checker::new(Some(&Only("viggle")));
+        scan("b.jsonl", text.as_bytes(), &mut c).unwrap();
+        let rendered: Vec<String> = c.finish().iter().map(|p| p.render("b.jsonl")).collect();
+        assert_eq!(rendered.len(), 3, "{rendered:?}");
+        assert!(rendered[0].starts_with("b.jsonl:1: job \"a\": fallback #1 (provider \"nope\")"));
+        assert!(rendered[1]
+            .starts_with("b.jsonl:2: job \"b\": fallback_on is set but the job names no fallback"));
+        assert!(rendered[2].starts_with("b.jsonl:3: job \"c\": fallback_on is empty"));
+        // An unknown reason, or an unknown field of a fallback, is refused
+        // where it is written.
+        let err = parse(
+            "b.toml",
+            "[[jobs]]\nkey = \"a\"\nprovider = \"v\"\nfallback_on = [\"late\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(err[0].line, Some(4), "{err:?}");
+        assert!(err[0].message.contains("unknown variant `late`"), "{err:?}");
+        let err = parse(
+            "b.toml",
+            "[[jobs]]\nkey = \"a\"\nprovider = \"v\"\n[[jobs.fallback]]\nprovider = \"w\"\nparms = {}\n",
+        )
+        .unwrap_err();
+        assert_eq!(err[0].line, Some(6), "{err:?}");
+        assert!(err[0].message.contains("unknown field `parms`"), "{err:?}");
     }
 }
