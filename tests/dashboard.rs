@@ -370,6 +370,42 @@ async fn the_page_follows_a_batch_and_acts_on_jobs() {
     let after = jobs(&url).await;
     assert_eq!(after.len(), before, "a bad batch queues nothing");
     assert!(after.iter().all(|j| j.key != "fine-1"));
+
+    // Pause and resume a provider from its card.
+    click(
+        c,
+        "button[data-provider-act='pause'][data-provider='ugclab']",
+    )
+    .await;
+    b.wait_for(
+        "ugclab paused by a user",
+        "const c = document.querySelector('article.card[data-provider=\"ugclab\"]');\
+         return !!c && c.innerText.includes('paused by a user');",
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    let v = common::providers(&url).await;
+    let ugclab = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ugclab")
+        .unwrap();
+    assert_eq!(ugclab["paused_by"], "user", "{ugclab}");
+    click(
+        c,
+        "button[data-provider-act='resume'][data-provider='ugclab']",
+    )
+    .await;
+    b.wait_for(
+        "ugclab dispatching again",
+        "const c = document.querySelector('article.card[data-provider=\"ugclab\"]');\
+         return !!c && c.innerText.includes('dispatching');",
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     b.close().await;
     drop(d);
 }
