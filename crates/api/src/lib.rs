@@ -7,6 +7,7 @@
 //! (docs/CONTRACT.md): add fields, never rename or remove one.
 
 pub mod batch;
+pub mod bulk;
 pub mod operator;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,9 @@ use switchyard_core::limits::RateLimit;
 use switchyard_core::{Job, JobSpec, Transition};
 
 pub use batch::Problem;
+pub use bulk::{
+    BatchUpload, BulkAction, BulkAnswer, BulkFailure, BulkFilter, BulkPreview, BulkRequest,
+};
 pub use operator::{AdoptBody, PlanAnswer, PlanClass, PlanProvider};
 
 /// A batch as sent over HTTP: the jobs of one file.

@@ -3,6 +3,8 @@
 //!
 //! - [`batch`]: peak memory of `check` on a large batch file, as a multiple
 //!   of the file's size;
+//! - [`dashboard`]: the jobs page's answer time with a large store, beside
+//!   listing every job, and an idle daemon's CPU with an event stream open;
 //! - [`fleet`]: end-to-end throughput of one daemon on sled, on PostgreSQL
 //!   and of three daemons on one database, and the fleet's use of each
 //!   provider's quota;
@@ -19,6 +21,7 @@
 //! `switchyard-testkit`, the harness the end-to-end tests use.
 
 pub mod batch;
+pub mod dashboard;
 pub mod fleet;
 pub mod poll;
 pub mod poll_learned;

@@ -203,7 +203,7 @@ impl Client {
 /// Percent-encodes a job key as one path segment: every byte but the
 /// unreserved ones (letters, digits, `-_.~`), so `/`, `?`, `#`, `%`, spaces
 /// and non-ASCII text reach the daemon as written.
-fn enc(key: &str) -> String {
+pub(crate) fn enc(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -260,6 +260,8 @@ enum BenchCmd {
     Scale(switchyard_bench::scale::ScaleOpts),
     /// Peak memory of `check` on a large batch file (JSON Lines and TOML), as a multiple of the file size.
     Batch(switchyard_bench::batch::BatchOpts),
+    /// The dashboard with a large store: the jobs page's answer time beside listing every job, and idle CPU with an event stream open.
+    Dashboard(switchyard_bench::dashboard::DashboardOpts),
     /// End-to-end jobs/s of one daemon on sled, one on PostgreSQL and three on one database; the fleet's use of each quota.
     Fleet(switchyard_bench::fleet::FleetOpts),
     /// Polls per job and finish-to-known delay: the progress-aware poll plan vs fixed 5 s and 3 s polling, in virtual time.
@@ -544,6 +546,12 @@ async fn run(cli: Cli, preloaded: Option<anyhow::Result<Loaded>>) -> anyhow::Res
         Cmd::Bench {
             what: BenchCmd::Fleet(opts),
         } => switchyard_bench::fleet::run(opts).await,
+        Cmd::Bench {
+            what: BenchCmd::Dashboard(opts),
+        } => {
+            switchyard_bench::dashboard::print(&switchyard_bench::dashboard::run(opts).await?);
+            Ok(())
+        }
         Cmd::Bench {
             what: BenchCmd::Poll { jobs, seed, plot },
         } => {

@@ -212,8 +212,15 @@ async fn cancel_remote(
     match p.adapter.cancel(id).await {
         Ok(mut st) => {
             st.state = RemoteState::Cancelled;
-            s.record(p, key, state, st, crate::record::By::User).await;
-            let _ = s.sched.send(Sched::Untrack { key: key.into() });
+            // A poll may have moved the job (pending to processing) while
+            // the cancel was on the wire, and then the store refuses this
+            // record: keep polling it, and the next poll sees it cancelled.
+            if s.record(p, key, state, st, crate::record::By::User)
+                .await
+                .is_some()
+            {
+                let _ = s.sched.send(Sched::Untrack { key: key.into() });
+            }
             s.job_or_not_found(key).await
         }
         Err(e @ (ProviderError::Conflict { .. } | ProviderError::Unsupported(_))) => Err(

@@ -28,6 +28,12 @@ pub enum EngineError {
     /// The provider answered with an error the command cannot get past.
     #[error("{0}")]
     Provider(String),
+    /// A bulk action's filter matches another number of jobs than the
+    /// user confirmed: nothing was done.
+    #[error(
+        "the filter now matches {now} job(s), not the {confirmed} confirmed: nothing was done"
+    )]
+    CountChanged { confirmed: u64, now: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -17,17 +17,21 @@
 
 mod actions;
 mod anomaly;
+mod bulk;
 mod commands;
 pub mod config;
 mod dispatch;
 mod error;
+pub mod events;
 mod fallback;
 mod fleet;
 mod health;
 pub mod inbox;
 mod limits;
+mod live;
 mod metrics;
 mod operator;
+pub mod paging;
 mod poller;
 mod record;
 mod results;
@@ -39,6 +43,7 @@ pub use commands::WebhookOutcome;
 pub use config::{EngineConfig, ProviderLimits, ProviderSetup};
 pub use error::EngineError;
 pub use health::Health;
+pub use live::Output;
 pub use metrics::{HistogramValues, MetricsSnapshot, ProviderCounters};
 
 use limits::{lock, ProviderRt};
@@ -88,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) fleet: bool,
     pub(crate) health: health::StoreHealth,
     pub(crate) metrics: metrics::Metrics,
+    /// Where writes and live progress are announced to open pages.
+    pub(crate) events: events::Hub,
     pub(crate) operator: operator::Operator,
 }
 
@@ -187,6 +194,7 @@ impl Engine {
             )),
             None => None,
         };
+        let (store, events) = events::observe(store);
         let owner = Owner(cfg.owner);
         let lease_ttl = cfg.lease_ttl.max(fleet::MIN_LEASE_TTL);
         let asked = Instant::now();
@@ -208,6 +216,7 @@ impl Engine {
             fleet: hints.is_some(),
             health: health::StoreHealth::default(),
             metrics: metrics::Metrics::default(),
+            events,
             operator: operator::Operator::default(),
         });
         // A user's pause holds from the first dispatch on.

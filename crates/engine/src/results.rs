@@ -49,6 +49,11 @@ impl Downloader {
         })
     }
 
+    /// Where results are downloaded to.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Downloads every output of job `key`; the files that arrived whole.
     pub(crate) async fn fetch_all(&self, key: &str, urls: &[String]) -> Vec<String> {
         let Ok(_slot) = self.slots.acquire().await else {
@@ -199,7 +204,7 @@ fn content_range_start(h: &reqwest::header::HeaderMap) -> Option<u64> {
 
 /// `<key>.<ext>` for the main video, `<key>-<n>.<ext>` for the others
 /// (Viggle's mask).
-fn file_name(key: &str, index: usize, url: &str) -> String {
+pub(crate) fn file_name(key: &str, index: usize, url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let ext = path
         .rsplit('/')

@@ -14,7 +14,7 @@ use switchyard_store::{Filter, StateCount};
 impl Shared {
     /// `held_by` is derived: a queued job waits for what its provider's
     /// queue head waits for.
-    fn show_hold(&self, job: &mut Job) {
+    pub(crate) fn show_hold(&self, job: &mut Job) {
         job.held_by = match job.state {
             JobState::Queued => self.providers.get(&job.provider).and_then(|p| p.hold()),
             _ => None,
@@ -23,7 +23,7 @@ impl Shared {
 
     /// Shows on these jobs the progress reports kept with the poll schedule
     /// (see [`crate::sched::LiveReport`]); asks only for the live ones.
-    async fn show_live(&self, jobs: &mut [Job]) {
+    pub(crate) async fn show_live(&self, jobs: &mut [Job]) {
         let keys: Vec<String> = jobs
             .iter()
             .filter(|j| j.state.is_live())

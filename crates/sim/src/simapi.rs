@@ -60,19 +60,29 @@ async fn reset(State(sim): State<Arc<SimState>>) -> Response {
     json_response(StatusCode::OK, &json!({"reset": true}))
 }
 
-/// A few deterministic bytes standing in for the video (or keyframe image).
+/// One second of a 160x90 test pattern, H.264 in MP4 (5 KB; made with
+/// `ffmpeg -f lavfi -i testsrc=size=160x90:rate=10:duration=1 -c:v libx264
+/// -pix_fmt yuv420p -profile:v baseline -movflags +faststart`). Its first
+/// box is `ftyp`, as a sniffing client expects.
+const SAMPLE_MP4: &[u8] = include_bytes!("media/sample.mp4");
+
+/// The video every job produces (or a few bytes standing in for a
+/// keyframe image).
 async fn media(Path((provider, file)): Path<(String, String)>) -> Response {
     if provider.parse::<ProviderKind>().is_err() {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let content_type = if file.ends_with(".jpg") {
-        "image/jpeg"
-    } else {
-        "video/mp4"
-    };
+    if !file.ends_with(".jpg") {
+        // A real (tiny) video, so a page showing the result can play it.
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"))],
+            SAMPLE_MP4,
+        )
+            .into_response();
+    }
+    let content_type = "image/jpeg";
     let mut body = Vec::with_capacity(64 + file.len());
-    // An ISO-BMFF `ftyp` box, so a sniffing client sees an MP4 header.
-    body.extend_from_slice(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom");
     body.extend_from_slice(format!("switchyard-sim {provider}/{file}\n").as_bytes());
     (
         StatusCode::OK,

@@ -21,6 +21,8 @@
 
 mod api;
 mod batch;
+#[cfg(feature = "browser")]
+pub mod browser;
 mod config;
 mod daemon;
 pub mod pg;

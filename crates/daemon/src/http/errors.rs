@@ -57,6 +57,9 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(m) => ApiError::new(409, "conflict", m),
             EngineError::Unavailable(m) => ApiError::new(503, "unavailable", m),
             EngineError::Provider(m) => ApiError::new(502, "provider_error", m),
+            e @ EngineError::CountChanged { .. } => {
+                ApiError::new(409, "count_changed", e.to_string())
+            }
             EngineError::Store(e) => e.into(),
             // Answered with its problems by the batch handler.
             e @ EngineError::Invalid(_) => ApiError::new(422, "invalid_batch", e.to_string()),
@@ -76,6 +79,15 @@ pub(super) fn invalid_batch(problems: Vec<switchyard_api::Problem>) -> Response 
         },
     };
     (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// A batch's answer when intake failed: 422 `invalid_batch` with every
+/// problem when it was invalid, else the error's own status.
+pub(super) fn batch_error(e: EngineError) -> Response {
+    match e {
+        EngineError::Invalid(problems) => invalid_batch(problems),
+        e => ApiError::from(e).into_response(),
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -11,7 +11,7 @@
 //! `guard.rs`.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -21,12 +21,11 @@ use serde::Deserialize;
 use std::sync::Arc;
 use switchyard_api::batch;
 use switchyard_api::ProviderView;
-use switchyard_core::JobState;
 use switchyard_engine::{Engine, EngineError, Health, WebhookOutcome};
-use switchyard_store::Filter;
 
 mod actions;
 mod auth;
+mod dashboard;
 mod errors;
 mod guard;
 mod metrics;
@@ -43,7 +42,7 @@ pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/v1/jobs", get(list_jobs).post(post_jobs))
+        .route("/v1/jobs", get(dashboard::list_jobs).post(post_jobs))
         .route("/v1/jobs/{key}", get(get_job).delete(cancel_job))
         .route("/v1/jobs/{key}/retry", post(actions::retry))
         .route("/v1/jobs/{key}/pause", post(actions::pause))
@@ -56,6 +55,7 @@ pub fn router(rt: Engine, auth: Arc<Auth>, guard: Arc<Guard>) -> Router {
         .route("/v1/jobs/{key}/adopt", post(operator::adopt))
         .route("/v1/daemons", get(daemons))
         .route("/webhooks/{provider}", post(webhook))
+        .merge(dashboard::routes(auth.clone()))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(json_errors))
@@ -79,32 +79,6 @@ async fn healthz(State(rt): State<Engine>) -> Response {
                 .into_response()
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-    provider: Option<String>,
-}
-
-async fn list_jobs(
-    State(rt): State<Engine>,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    let state = match q.state.as_deref() {
-        Some(s) => Some(
-            s.parse::<JobState>()
-                .map_err(|m| ApiError::new(400, "bad_request", m))?,
-        ),
-        None => None,
-    };
-    let jobs = rt
-        .jobs(&Filter {
-            state,
-            provider: q.provider,
-        })
-        .await?;
-    Ok(Json(jobs).into_response())
 }
 
 async fn get_job(State(rt): State<Engine>, Path(key): Path<String>) -> Result<Response, ApiError> {

@@ -112,6 +112,7 @@ impl Shared {
                     let _ = self
                         .sched
                         .send(polled(progress, false, None, Some(Some(live))));
+                    self.events.touch(&key);
                     return;
                 }
                 let new = self.record(&p, &key, state, st, by).await;
