@@ -4,7 +4,6 @@
 
 use crate::limits::{read, ProviderRt};
 use crate::Shared;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_core::{HeldBy, JobState};
@@ -130,7 +129,7 @@ async fn dispatch_once(s: &Arc<Shared>, p: &Arc<ProviderRt>) -> Dispatched {
             *crate::limits::lock(&until) = Some(wait);
             return None;
         }
-        p.counters.requests.fetch_add(1, Ordering::Relaxed);
+        p.counters.request();
         Some(p.adapter.estimate_credits(&job.params))
     };
     let claim = Claim {

@@ -119,6 +119,66 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     pub(crate) webhooks: AtomicU64,
     pub(crate) unexpected: crate::anomaly::Anomalies,
+    /// Requests sent in the last few seconds, for the rate in use.
+    pub(crate) recent: Recent,
+}
+
+impl Counters {
+    /// One request to the provider is about to go out.
+    pub(crate) fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.recent.hit(Instant::now());
+    }
+}
+
+/// Requests per whole second over the last [`Recent::SECONDS`]: what the
+/// dashboard shows as the rate in use, beside the configured one.
+#[derive(Debug)]
+pub(crate) struct Recent {
+    start: Instant,
+    /// Per second since `start`, modulo the window: (that second, count).
+    buckets: Mutex<[(u64, u32); Recent::SECONDS as usize]>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            start: Instant::now(),
+            buckets: Mutex::new([(u64::MAX, 0); Recent::SECONDS as usize]),
+        }
+    }
+}
+
+impl Recent {
+    pub(crate) const SECONDS: u64 = 10;
+
+    fn second(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_secs()
+    }
+
+    pub(crate) fn hit(&self, at: Instant) {
+        let sec = self.second(at);
+        let mut b = lock(&self.buckets);
+        let slot = &mut b[(sec % Self::SECONDS) as usize];
+        if slot.0 != sec {
+            *slot = (sec, 0);
+        }
+        slot.1 = slot.1.saturating_add(1);
+    }
+
+    /// Requests per second over the last whole seconds before `at` (the
+    /// second under way is not over yet); fewer seconds right after start.
+    pub(crate) fn per_second(&self, at: Instant) -> f64 {
+        let now = self.second(at);
+        let window = Self::SECONDS.min(now).max(1);
+        let from = now.saturating_sub(window);
+        let sent: u64 = lock(&self.buckets)
+            .iter()
+            .filter(|(sec, _)| *sec != u64::MAX && *sec >= from && *sec < now)
+            .map(|(_, n)| u64::from(*n))
+            .sum();
+        sent as f64 / window as f64
+    }
 }
 
 /// One configured provider at run time.
@@ -316,7 +376,7 @@ impl ProviderRt {
             let gate = read(&self.limits).gate;
             let wait = match self.store.permit(&self.name, gate).await {
                 Ok(Permit::Granted) => {
-                    self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                    self.counters.request();
                     return true;
                 }
                 Ok(Permit::Wait(d)) => d,
@@ -418,4 +478,31 @@ pub(crate) fn jitter(max: Duration) -> Duration {
         return max;
     }
     Duration::from_millis(rand::thread_rng().gen_range(0..=max.as_millis() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_in_use_counts_the_last_whole_seconds() {
+        let r = Recent::default();
+        let t0 = r.start;
+        let at = |ms: u64| r.per_second(t0 + Duration::from_millis(ms));
+        // 3 requests a second for 20 s, then silence.
+        for s in 0..20u64 {
+            for i in 0..3u64 {
+                r.hit(t0 + Duration::from_millis(s * 1000 + i * 300));
+            }
+            if s == 2 {
+                // Right after the start the window is what has passed, and
+                // the second under way does not count yet.
+                assert_eq!(at(2_500), 3.0);
+            }
+        }
+        assert_eq!(at(20_000), 3.0);
+        // Five silent seconds of ten: half the rate.
+        assert_eq!(at(25_000), 1.5);
+        assert_eq!(at(40_000), 0.0);
+    }
 }

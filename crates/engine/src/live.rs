@@ -1,5 +1,5 @@
 //! What a page showing one daemon live needs beyond the views: the rate a
-//! provider is held to right now, and a job's outputs with the downloaded
+//! provider is held to right now and the rate sent to it lately, and a job's outputs with the downloaded
 //! file each one has, checked to lie inside `output_dir`.
 
 use crate::{Engine, EngineError};
@@ -22,6 +22,13 @@ impl Engine {
         let p = self.shared.providers.get(provider)?;
         let slot = p.slot().as_secs_f64();
         (slot > 0.0).then(|| 1.0 / slot)
+    }
+
+    /// Requests per second this daemon sent to the provider over the last
+    /// ten seconds.
+    pub fn rate_sent(&self, provider: &str) -> Option<f64> {
+        let p = self.shared.providers.get(provider)?;
+        Some(p.counters.recent.per_second(tokio::time::Instant::now()))
     }
 
     /// The outputs of job `key`, in the provider's order (Viggle's mask

@@ -226,6 +226,7 @@ async fn ui_overview(State(rt): State<Engine>) -> Result<Response, ApiError> {
             view: v,
             counts: pages::counts_for(&counts, &v.name),
             rate_in_use: rt.rate_in_use(&v.name),
+            rate_sent: rt.rate_sent(&v.name),
         })
         .collect();
     Ok(page(pages::overview(&cards)))

@@ -353,6 +353,8 @@ pub(super) struct ProviderCard<'a> {
     pub view: &'a ProviderView,
     pub counts: Vec<(JobState, u64)>,
     pub rate_in_use: Option<f64>,
+    /// What this daemon sent lately (requests per second, last 10 s).
+    pub rate_sent: Option<f64>,
 }
 
 pub(super) fn overview(cards: &[ProviderCard<'_>]) -> Markup {
@@ -407,13 +409,18 @@ fn card(c: &ProviderCard<'_>) -> Markup {
                 }
                 dt { "Rate" }
                 dd {
-                    @match c.rate_in_use {
-                        Some(r) => { (format!("{r:.2}")) " req/s in use" }
+                    meter min="0" max=(configured) value=(c.rate_sent.unwrap_or(0.0))
+                        aria-label={ "rate in use at " (v.name) } {}
+                    " "
+                    @match c.rate_sent {
+                        Some(r) => { (format!("{r:.1}")) " req/s in use (last 10 s)" }
                         None => "—",
                     }
                     " of " (format!("{configured:.2}")) " configured (" (rate_text(&v.rate_limit)) ")"
                     @if let Some(r) = c.rate_in_use {
-                        @if r + 1e-9 < configured { " " strong { "(throttled after 429s)" } }
+                        @if r + 1e-9 < configured {
+                            " " strong { "(throttled after 429s: held to " (format!("{r:.2}")) " req/s)" }
+                        }
                     }
                     br; small { (num(v.requests)) " requests, " (num(v.rate_limited)) " answered 429" }
                 }
@@ -620,6 +627,7 @@ mod tests {
             view: v,
             counts: vec![(JobState::Queued, 7)],
             rate_in_use: rate,
+            rate_sent: Some(1.5),
         }])
         .into_string()
     }
@@ -630,7 +638,7 @@ mod tests {
         let ok = card_html(&v, Some(2.0));
         assert!(ok.contains("dispatching") && ok.contains("3 / 10"), "{ok}");
         assert!(ok.contains("400 used, 100 reserved, 500 left of 1,000 (2026-12)"));
-        assert!(ok.contains("2.00 req/s in use of 2.00 configured (2/s, burst 5)"));
+        assert!(ok.contains("1.5 req/s in use (last 10 s) of 2.00 configured (2/s, burst 5)"));
         assert!(!ok.contains("throttled"));
         assert!(card_html(&v, Some(0.5)).contains("throttled after 429s"));
         v.cooldown_ms = Some(12_300);
