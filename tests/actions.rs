@@ -7,53 +7,16 @@
 
 mod common;
 
+use common::{cli_async as cli, cli_json, text, wait_job as wait_for};
+
 use common::{write_config, P};
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, Instant};
-use switchyard_core::{Job, JobState, ProviderKind};
+use std::time::Duration;
+use switchyard_core::{JobState, ProviderKind};
 use switchyard_sim::SimServer;
 
 const SCENARIO: &str = "seed = 11\nspeedup = 20.0\n[providers.ugen]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.ugclab]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.viggle]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n";
-
-async fn cli(url: &str, args: &[&str]) -> std::process::Output {
-    let (url, args) = (
-        url.to_string(),
-        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::cli(&url, &args)
-    })
-    .await
-    .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn cli_json(url: &str, args: &[&str]) -> Value {
-    let out = cli(url, args).await;
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("--json prints one JSON document")
-}
-
-async fn wait_for(url: &str, key: &str, done: impl Fn(&Job) -> bool, limit: Duration) -> Job {
-    let deadline = Instant::now() + limit;
-    loop {
-        let job = common::jobs(url).await.into_iter().find(|j| j.key == key);
-        if let Some(j) = job.as_ref().filter(|j| done(j)) {
-            return j.clone();
-        }
-        assert!(Instant::now() < deadline, "{key}: {job:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The simulator's raw status word for the job it made for `key`.
 fn sim_status(sim: &SimServer, key: &str) -> String {

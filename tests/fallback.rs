@@ -9,11 +9,13 @@
 
 mod common;
 
+use common::{cli_async as cli, cli_json, text, wait_job as wait_for};
+
 use common::{write_config, P};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use switchyard_core::{FallbackOn, Job, JobState, ProviderKind};
+use std::time::Duration;
+use switchyard_core::{FallbackOn, HeldBy, JobState, ProviderKind};
 
 const POLL: &str =
     "poll = { schedule = [\"200ms\", \"300ms\"], max = \"500ms\", timeout = \"5m\" }";
@@ -22,49 +24,10 @@ const POLL: &str =
 /// scripts its outcome.
 const QUICK: &str = "seed = 7\nspeedup = 20.0\n[providers.ugen]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.ulazai]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.viggle]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n[providers.ugclab]\nduration = { fixed = \"2s\" }\nfailure_rate = 0.0\n";
 
-async fn cli(url: &str, args: &[&str]) -> std::process::Output {
-    let (url, args) = (
-        url.to_string(),
-        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::cli(&url, &args)
-    })
-    .await
-    .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn cli_json(url: &str, args: &[&str]) -> Value {
-    let out = cli(url, args).await;
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("--json prints one JSON document")
-}
-
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, body).unwrap();
     path
-}
-
-async fn wait_for(url: &str, key: &str, done: impl Fn(&Job) -> bool, limit: Duration) -> Job {
-    let deadline = Instant::now() + limit;
-    loop {
-        let job = common::jobs(url).await.into_iter().find(|j| j.key == key);
-        if let Some(j) = job.as_ref().filter(|j| done(j)) {
-            return j.clone();
-        }
-        assert!(Instant::now() < deadline, "{key}: {job:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn provider<'a>(views: &'a Value, name: &str) -> &'a Value {
@@ -257,58 +220,8 @@ async fn a_fallback_never_follows_an_uncertain_outcome() {
 /// it moves to its fallback; one that did not ask waits, held by budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_jobs_that_asked_leave_a_provider_out_of_budget() {
-    let sim = common::sim(QUICK).await;
     let tight = format!("{POLL}\nbudget = {{ credits = 1, period = \"total\" }}");
-    let env = write_config(
-        &sim,
-        &[
-            P {
-                name: "ugen",
-                kind: ProviderKind::Ugen,
-                extra: &tight,
-            },
-            P {
-                name: "viggle",
-                kind: ProviderKind::Viggle,
-                extra: POLL,
-            },
-        ],
-        "",
-    );
-    let mut d = common::spawn(&env, &[]);
-    let ugen = common::params(ProviderKind::Ugen, 1);
-    let viggle = common::params(ProviderKind::Viggle, 1);
-    let batch = write(
-        env.dir.path(),
-        "batch.toml",
-        &format!("[[jobs]]\nkey = \"stays\"\nprovider = \"ugen\"\nparams = {ugen}\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n\n[[jobs]]\nkey = \"moves\"\nprovider = \"ugen\"\nparams = {ugen}\nfallback_on = [\"budget\"]\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n"),
-    );
-    let out = cli(&env.url, &["submit", batch.to_str().unwrap()]).await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let moved = wait_for(
-        &env.url,
-        "moves",
-        |j| j.state.is_terminal(),
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(
-        (moved.state, moved.provider.as_str()),
-        (JobState::Completed, "viggle")
-    );
-    assert_eq!(moved.tried[0].why, FallbackOn::Budget);
-    let stays = wait_for(&env.url, "stays", |_| true, Duration::from_secs(1)).await;
-    assert_eq!(
-        (stays.state, stays.provider.as_str(), stays.held_by),
-        (
-            JobState::Queued,
-            "ugen",
-            Some(switchyard_core::HeldBy::Budget)
-        ),
-        "{stays:?}"
-    );
-    assert_eq!(sim.stats().provider(ProviderKind::Ugen).create_requests, 0);
-    common::sigterm(d.child());
+    only_jobs_that_asked_leave(&tight, false, FallbackOn::Budget, HeldBy::Budget).await;
 }
 
 /// `fallback_on = ["paused"]`: while a user pauses a provider, a job that
@@ -316,6 +229,14 @@ async fn only_jobs_that_asked_leave_a_provider_out_of_budget() {
 /// waits, held by the pause, and nothing reaches the paused provider.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_pause_sends_on_only_the_jobs_that_asked() {
+    only_jobs_that_asked_leave(POLL, true, FallbackOn::Paused, HeldBy::Paused).await;
+}
+
+/// Two U-Gen jobs with a Viggle fallback, only `moves` asking for `why`:
+/// with U-Gen held (by `ugen_extra`'s limits, or by a user's pause first),
+/// `moves` completes at Viggle and `stays` waits at U-Gen, `held`; U-Gen
+/// is never sent a create.
+async fn only_jobs_that_asked_leave(ugen_extra: &str, pause: bool, why: FallbackOn, held: HeldBy) {
     let sim = common::sim(QUICK).await;
     let env = write_config(
         &sim,
@@ -323,7 +244,7 @@ async fn a_users_pause_sends_on_only_the_jobs_that_asked() {
             P {
                 name: "ugen",
                 kind: ProviderKind::Ugen,
-                extra: POLL,
+                extra: ugen_extra,
             },
             P {
                 name: "viggle",
@@ -334,14 +255,17 @@ async fn a_users_pause_sends_on_only_the_jobs_that_asked() {
         "",
     );
     let mut d = common::spawn(&env, &[]);
-    let out = cli(&env.url, &["pause", "ugen"]).await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    if pause {
+        let out = cli(&env.url, &["pause", "ugen"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
     let ugen = common::params(ProviderKind::Ugen, 1);
     let viggle = common::params(ProviderKind::Viggle, 1);
+    let word = serde_json::to_value(why).unwrap();
     let batch = write(
         env.dir.path(),
         "batch.toml",
-        &format!("[[jobs]]\nkey = \"stays\"\nprovider = \"ugen\"\nparams = {ugen}\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n\n[[jobs]]\nkey = \"moves\"\nprovider = \"ugen\"\nparams = {ugen}\nfallback_on = [\"paused\"]\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n"),
+        &format!("[[jobs]]\nkey = \"stays\"\nprovider = \"ugen\"\nparams = {ugen}\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n\n[[jobs]]\nkey = \"moves\"\nprovider = \"ugen\"\nparams = {ugen}\nfallback_on = [{word}]\n[[jobs.fallback]]\nprovider = \"viggle\"\nparams = {viggle}\n"),
     );
     let out = cli(&env.url, &["submit", batch.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -356,15 +280,11 @@ async fn a_users_pause_sends_on_only_the_jobs_that_asked() {
         (moved.state, moved.provider.as_str()),
         (JobState::Completed, "viggle")
     );
-    assert_eq!(moved.tried[0].why, FallbackOn::Paused);
+    assert_eq!(moved.tried[0].why, why);
     let stays = wait_for(&env.url, "stays", |_| true, Duration::from_secs(1)).await;
     assert_eq!(
         (stays.state, stays.provider.as_str(), stays.held_by),
-        (
-            JobState::Queued,
-            "ugen",
-            Some(switchyard_core::HeldBy::Paused)
-        ),
+        (JobState::Queued, "ugen", Some(held)),
         "{stays:?}"
     );
     assert_eq!(sim.stats().provider(ProviderKind::Ugen).create_requests, 0);

@@ -10,29 +10,14 @@
 
 mod common;
 
+use common::{cli_async as cli, text};
+
 use common::{sim, spawn, P};
 use std::process::Output;
 use std::time::{Duration, Instant};
 use switchyard_core::{HeldBy, Job, JobState, ProviderKind};
 
 /// Runs the CLI off the async workers (the simulator shares them).
-async fn cli(url: &str, args: &[&str]) -> Output {
-    let (url, args) = (
-        url.to_string(),
-        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::cli(&url, &args)
-    })
-    .await
-    .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
