@@ -69,46 +69,7 @@ macro_rules! pg_cases {
             }
         )*
 
-        /// A case added to the suite must be added here too.
-        #[test]
-        fn every_case_of_the_suite_runs_here() {
-            let here = [$(stringify!($name)),*];
-            let suite: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
-            assert_eq!(here.to_vec(), suite);
-        }
     };
 }
 
-pg_cases!(
-    intake_is_all_or_nothing_with_dedup,
-    concurrent_intakes_accept_each_key_once,
-    cas_refuses_a_stale_expected_state,
-    every_transition_follows_the_state_machine,
-    field_only_changes_write_without_history,
-    history_records_each_state_change_once,
-    budget_holds_under_concurrent_claims,
-    budget_holds_under_concurrent_reservations,
-    budget_holds_when_claims_and_reservations_race,
-    ledger_arithmetic_settle_release_refund,
-    periods_roll_over,
-    claim_takes_priority_then_fifo_per_provider,
-    claimed_jobs_are_submitting_and_reserved,
-    claim_stops_at_the_first_job_over_budget,
-    claim_stops_where_admit_refuses,
-    concurrent_claims_never_share_a_job,
-    synced_writes_survive_a_crash_and_a_reopen,
-    unsynced_writes_are_lost_whole_or_kept_whole,
-    counts_match_a_recount,
-    recover_returns_exactly_the_live_jobs,
-    saved_stats_survive_a_sync_and_a_reopen,
-    a_fallback_moves_the_job_to_the_next_provider,
-    claims_and_permits_never_exceed_the_gate,
-    a_hold_stops_permits_and_claims_and_survives_a_reopen,
-    pauses_survive_a_reopen,
-    claims_keep_to_the_in_flight_cap,
-    renew_keeps_a_live_epoch_and_raises_an_expired_one,
-    daemons_lists_only_live_leases,
-    a_stale_owner_is_fenced_off,
-    rescue_takes_only_live_jobs_of_expired_leases,
-    hints_reach_the_other_daemons,
-);
+switchyard_store::conformance_cases!(pg_cases);
